@@ -1,0 +1,3 @@
+from transferd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""The `transferd` command line: a thin front over the pipeline's modules.
+
+Each command lives in the module that owns its work and exposes `add_arguments(parser)` and `main(args) -> int`;
+this file only routes. Exit codes: 0 ok, 1 failure, 2 usage or config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from transferd import __version__
+from transferd.errors import TransferdError
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    module: str  # provides add_arguments(parser) and main(args) -> int
+    help: str
+
+
+COMMANDS = (
+    Command("run", "transferd.service.daemon", "run the daemon: watch, upload, assign, mirror, serve metrics"),
+    Command("check-config", "transferd.cli", "validate a config file and print it resolved, secrets masked"),
+    Command("scan", "transferd.discovery.scan_cmd", "show what would be uploaded from PATHs (no network)"),
+    Command("upload", "transferd.upload.command", "upload a run folder or a .fastq-map.csv once, then assign"),
+    Command("download", "transferd.mirror.command", "mirror a project's deliverables once"),
+    Command("status", "transferd.service.status", "runs, samples per state, in-flight work and last errors"),
+    Command("sandbox", "transferd.sandbox.cli", "run the local Gencove-compatible API and S3 server"),
+    Command("demo", "transferd.demo", "end-to-end demo on the embedded sandbox"),
+)
+
+
+# -- check-config (small enough to live here) ----------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", required=True, help="path to the TOML config")
+    p.add_argument("--json", action="store_true", help="print the resolved config as JSON")
+
+
+def main_check_config(args: argparse.Namespace) -> int:
+    from transferd.config import describe, load_config
+
+    cfg = load_config(args.config)
+    doc = describe(cfg)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_tree(doc)
+        print(f"\nOK: {cfg.file}: {len(cfg.watches)} watch(es), {len(cfg.download.projects)} mirrored project(s)")
+    return 0
+
+
+def _print_tree(doc: object, indent: int = 0) -> None:
+    pad = "  " * indent
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            if isinstance(v, dict | list) and v:
+                print(f"{pad}{k}:")
+                _print_tree(v, indent + 1)
+            else:
+                print(f"{pad}{k}: {json.dumps(v) if not isinstance(v, str) else v}")
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc, start=1):
+            print(f"{pad}[{i}]")
+            _print_tree(v, indent + 1)
+
+
+# -- routing ---------------------------------------------------------------------------------------------------
+def _load(cmd: Command) -> object | None:
+    if cmd.name == "check-config":
+        return sys.modules[__name__]
+    try:
+        return importlib.import_module(cmd.module)
+    except ModuleNotFoundError as e:
+        if e.name and (cmd.module == e.name or cmd.module.startswith(e.name + ".")):
+            return None  # not built yet
+        raise
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object | None]]:
+    parser = argparse.ArgumentParser(
+        prog="transferd",
+        description="Watch sequencer output, upload FASTQs to Gencove, assign them, and mirror results back.",
+        epilog="Exit codes: 0 ok, 1 failure, 2 usage or config error.",
+    )
+    parser.add_argument("--version", action="version", version=f"transferd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules: dict[str, object | None] = {}
+    for cmd in COMMANDS:
+        mod = _load(cmd)
+        modules[cmd.name] = mod
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        if mod is not None and hasattr(mod, "add_arguments"):
+            mod.add_arguments(p)
+        else:
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser, modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, modules = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: 0 for --help/--version, 2 for usage errors
+        return int(e.code or 0)
+    if not args.command:
+        parser.print_help()
+        return 2
+    mod = modules[args.command]
+    entry = main_check_config if args.command == "check-config" else getattr(mod, "main", None)
+    if entry is None:
+        print(f"transferd {args.command}: not built yet", file=sys.stderr)
+        return 2
+    try:
+        return int(entry(args) or 0)
+    except TransferdError as e:
+        print(f"transferd {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"transferd {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""An aiohttp client for the Gencove v2 endpoints transferd uses.
+
+Every call goes through the retry policy (`transferd.retry`): 5xx, 429 (honouring Retry-After), timeouts and
+connection errors are retried with jittered backoff up to the policy's deadline; other 4xx answers raise
+`ApiError` at once. Latency and outcome of every request are recorded in `STATS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+
+from transferd import __version__
+from transferd.gencove.models import Credentials, UploadSlot
+from transferd.log import register_secret
+from transferd.retry import DEFAULT_POLICY, ApiError, Policy, call
+from transferd.stats import STATS
+
+log = logging.getLogger(__name__)
+PAGE = 200
+ASSIGN_BATCH = 200  # the API's maximum per request
+
+
+def api_base(host: str) -> str:
+    """Only scheme, host and port of a configured host count (the API lives at /api/v2/)."""
+    parts = urlsplit(host if "://" in host else f"https://{host}")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class GencoveClient:
+    def __init__(
+        self,
+        host: str,
+        api_key: str,
+        *,
+        timeout: float = 120.0,
+        policy: Policy = DEFAULT_POLICY,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        register_secret(api_key)
+        self.base = api_base(host)
+        self._headers = {
+            "Authorization": f"Api-Key {api_key}",
+            "Content-Type": "application/json",
+            "User-Agent": f"transferd/{__version__}",
+        }
+        self.policy = policy
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=30)
+        self._own_session = session is None
+        self._session = session
+
+    async def __aenter__(self) -> GencoveClient:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- transport ---------------------------------------------------------------------------------------
+    async def _once(self, method: str, path: str, operation: str, body: Any, params: dict[str, Any] | None) -> Any:
+        assert self._session is not None, "use GencoveClient as an async context manager"
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            async with self._session.request(
+                method, self.base + path, json=body, params=params, headers=self._headers, timeout=self._timeout
+            ) as resp:
+                raw = await resp.read()
+                outcome = str(resp.status)
+                doc: Any = None
+                if raw:
+                    try:
+                        doc = await resp.json(content_type=None)
+                    except ValueError:
+                        doc = raw.decode(errors="replace")[:500]
+                if resp.status >= 400:
+                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+                    raise ApiError(resp.status, operation, doc, retry_after)
+                return doc
+        finally:
+            STATS.observe_api(operation, time.monotonic() - started, outcome)
+
+    async def request(
+        self, method: str, path: str, operation: str, body: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        return await call(f"api.{operation}", lambda: self._once(method, path, operation, body, params), self.policy)
+
+    async def pages(self, path: str, operation: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Every result of a limit/offset listing, following `meta.next` (only its `offset` counts)."""
+        offset = 0
+        while True:
+            doc = await self.request("GET", path, operation, params={**params, "offset": offset, "limit": PAGE})
+            for item in doc.get("results", []):
+                yield item
+            nxt = (doc.get("meta") or {}).get("next")
+            if not nxt:
+                return
+            offsets = parse_qs(urlsplit(nxt).query).get("offset")
+            if not offsets:
+                return
+            offset = int(offsets[0])
+
+    # -- upload side -----------------------------------------------------------------------------------------
+    async def upload_credentials(self) -> Credentials:
+        doc = await self.request("POST", "/api/v2/upload-credentials/", "upload_credentials", body={})
+        creds = Credentials.from_json(doc)
+        for secret in (creds.secret_key, creds.token, creds.access_key):
+            register_secret(secret)
+        return creds
+
+    async def upload_slot(self, destination_path: str) -> UploadSlot:
+        doc = await self.request(
+            "POST", "/api/v2/uploads-post-data/", "uploads_post_data", body={"destination_path": destination_path}
+        )
+        return UploadSlot.from_json(doc)
+
+    async def sample_sheet(self, search: str, status: str = "all") -> list[dict[str, Any]]:
+        params = {"search": search, "status": status, "sort_by": "created", "sort_order": "desc"}
+        return [item async for item in self.pages("/api/v2/sample-sheet/", "sample_sheet", params)]
+
+    async def assign(self, project_id: str, items: list[dict[str, Any]], metadata: Any = None) -> list[dict[str, Any]]:
+        """One assignment request; the caller batches (at most ASSIGN_BATCH, never empty)."""
+        if not items or len(items) > ASSIGN_BATCH:
+            raise ValueError(f"an assignment batch holds 1..{ASSIGN_BATCH} samples, not {len(items)}")
+        doc = await self.request(
+            "POST", f"/api/v2/project-samples/{project_id}", "assign", body={"uploads": items, "metadata": metadata}
+        )
+        return list((doc or {}).get("uploads", []))
+
+    # -- download side ---------------------------------------------------------------------------------------
+    async def projects(self) -> list[dict[str, Any]]:
+        return [p async for p in self.pages("/api/v2/projects/", "projects", {"hidden_status": "visible"})]
+
+    async def project(self, project_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/api/v2/projects/{project_id}", "project")
+
+    def project_samples(
+        self,
+        project_id: str,
+        *,
+        sort_by: str = "modified",
+        sort_order: str = "desc",
+        status: str = "all",
+        archive_status: str = "all",
+        search: str = "",
+    ) -> AsyncIterator[dict[str, Any]]:
+        params = {
+            "search": search, "sort_by": sort_by, "sort_order": sort_order, "status": status,
+            "archive_status": archive_status, "hidden_status": "visible",
+        }  # fmt: skip
+        return self.pages(f"/api/v2/project-samples/{project_id}", "project_samples", params)
+
+    async def sample(self, sample_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/api/v2/samples/{sample_id}", "sample")
+
+    async def file_types(self, project_id: str | None = None) -> list[str]:
+        params = {"project_id": project_id} if project_id else {}
+        return [t["key"] async for t in self.pages("/api/v2/file-types/", "file_types", params)]
+
+    async def restore(self, project_id: str, sample_ids: list[str]) -> Any:
+        return await self.request(
+            "POST", f"/api/v2/project-restore-samples/{project_id}", "restore", body={"sample_ids": sample_ids}
+        )
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,177 @@
+"""The retry policy: one place that decides what is retryable and how long to keep trying.
+
+Two layers (tech-notes §8): botocore's own small standard-mode retries, and around every S3 and API call an
+outer tenacity loop with exponential backoff and full jitter, bounded by a deadline rather than a count, so a
+daemon rides out a long outage. What is not retryable fails fast and is recorded by the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from transferd.log import event
+from transferd.stats import STATS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# S3 error codes worth another try. ExpiredToken is retryable after a credential refresh.
+S3_RETRYABLE_CODES = frozenset({
+    "SlowDown", "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable",
+    "Throttling", "ThrottlingException", "RequestThrottled", "BadDigest", "XAmzContentSHA256Mismatch",
+    "ExpiredToken", "TokenRefreshRequired", "RequestTimeTooSkewed", "OperationAborted",
+})  # fmt: skip
+S3_CREDENTIAL_CODES = frozenset({"ExpiredToken", "TokenRefreshRequired", "InvalidAccessKeyId"})
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class ApiError(Exception):
+    """An HTTP error answer from the Gencove API. `retryable` follows the status code."""
+
+    def __init__(self, status: int, operation: str, body: object, retry_after: float | None = None) -> None:
+        self.status = status
+        self.operation = operation
+        self.body = body
+        self.retry_after = retry_after
+        super().__init__(f"{operation}: HTTP {status}: {_short(body)}")
+
+
+class TransferIntegrityError(Exception):
+    """Bytes arrived but do not match their size or checksum: retry the transfer from a clean state."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    deadline: float = 3600.0  # give up on an operation after this long
+    max_attempts: int = 1000
+    initial: float = 0.5  # backoff multiplier (seconds)
+    max_wait: float = 60.0
+
+
+DEFAULT_POLICY = Policy()
+
+
+def classify(exc: BaseException) -> str | None:
+    """The retry reason for `exc` (a bounded label), or None when it must not be retried."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        HTTPClientError,
+        NoCredentialsError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+
+    if isinstance(exc, ApiError):
+        if exc.status == 429:
+            return "throttled"
+        return "server_error" if exc.status in RETRYABLE_STATUS else None
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = err.get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in S3_CREDENTIAL_CODES:
+            return "expired_credentials"
+        if code in ("SlowDown", "Throttling", "ThrottlingException", "RequestThrottled") or status == 429:
+            return "throttled"
+        if code in S3_RETRYABLE_CODES or status in RETRYABLE_STATUS:
+            return "server_error"
+        return None
+    if isinstance(exc, TransferIntegrityError):
+        return "integrity"
+    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError | asyncio.TimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(
+        exc,
+        ConnectionClosedError | EndpointConnectionError | HTTPClientError | ResponseStreamingError
+        | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | ConnectionError,
+    ):
+        return "connection"
+    if isinstance(exc, NoCredentialsError):
+        return "expired_credentials"
+    return None
+
+
+def is_credential_error(exc: BaseException) -> bool:
+    return classify(exc) == "expired_credentials"
+
+
+def retrying(
+    operation: str,
+    policy: Policy = DEFAULT_POLICY,
+    on_retry: Callable[[BaseException], Awaitable[None] | None] | None = None,
+) -> AsyncRetrying:
+    """A tenacity loop for one operation: `async for attempt in retrying("s3.upload_part"): with attempt: ...`.
+
+    Retries are counted in `STATS.retries[(operation, reason)]` and logged; `on_retry` runs before the sleep
+    (for example to refresh credentials after an ExpiredToken).
+    """
+
+    async def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        reason = classify(exc) if exc else "unknown"
+        STATS.retry(operation, reason or "unknown")
+        event(
+            log, "retry", logging.WARNING, operation=operation, reason=reason, attempt=state.attempt_number,
+            wait=round(state.upcoming_sleep, 2), error=_short(exc),
+        )
+        if on_retry and exc is not None:
+            res = on_retry(exc)
+            if asyncio.iscoroutine(res):
+                await res
+
+    return AsyncRetrying(
+        retry=retry_if_exception(lambda e: classify(e) is not None),
+        stop=stop_after_delay(policy.deadline) | stop_after_attempt(policy.max_attempts),
+        wait=_wait(policy),
+        reraise=True,
+        before_sleep=before_sleep,
+    )
+
+
+def _wait(policy: Policy) -> Callable[[RetryCallState], float]:
+    jitter = wait_random_exponential(multiplier=policy.initial, max=policy.max_wait)
+
+    def wait(state: RetryCallState) -> float:
+        # Honour the server's Retry-After when it is longer than our own backoff.
+        exc = state.outcome.exception() if state.outcome else None
+        base = jitter(state)
+        if isinstance(exc, ApiError) and exc.retry_after:
+            return max(base, min(exc.retry_after, policy.max_wait))
+        return base
+
+    return wait
+
+
+async def call(
+    operation: str,
+    fn: Callable[[], Awaitable[T]],
+    policy: Policy = DEFAULT_POLICY,
+    on_retry: Callable[[BaseException], Awaitable[None] | None] | None = None,
+) -> T:
+    """Run `fn()` under the retry policy and return its result."""
+    async for attempt in retrying(operation, policy, on_retry):
+        with attempt:
+            return await fn()
+    raise AssertionError("unreachable")
+
+
+def _short(obj: object, limit: int = 300) -> str:
+    s = str(obj)
+    return s if len(s) <= limit else s[:limit] + "..."
