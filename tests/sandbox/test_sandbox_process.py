@@ -1,0 +1,113 @@
+"""The sandbox as a process: clean shutdown, no orphaned moto, external S3 mode, start-up errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import s3_client, wait_for
+
+from transferd.sandbox import SandboxProcess, SandboxStartError
+from transferd.sandbox.spawn import child_env
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_s3_env_reaches_moto_and_sigterm_stops_everything() -> None:
+    proc = SandboxProcess("--sample-delay", "0", "--s3-env", "S3_UPLOAD_PART_MIN_SIZE=256")
+    info = proc.start()
+    try:
+        (moto_pid,) = children_of(info.pid)
+        async with s3_client(info.s3_url, "any", "any") as s3:  # tiny parts: moto got the override
+            created = await s3.create_multipart_upload(Bucket=info.bucket, Key="tiny")
+            parts = []
+            for number in (1, 2):
+                done = await s3.upload_part(
+                    Bucket=info.bucket, Key="tiny", UploadId=created["UploadId"], PartNumber=number, Body=b"x" * 300
+                )
+                parts.append({"PartNumber": number, "ETag": done["ETag"]})
+            await s3.complete_multipart_upload(
+                Bucket=info.bucket, Key="tiny", UploadId=created["UploadId"], MultipartUpload={"Parts": parts}
+            )
+        assert proc.stop() == 0
+        wait_for(lambda: not alive(moto_pid), 5, message="moto to exit with the sandbox")
+    finally:
+        proc.close()
+
+
+def test_killed_sandbox_leaves_no_moto_behind() -> None:
+    with SandboxProcess() as proc:
+        (moto_pid,) = children_of(proc.info.pid)
+        os.kill(proc.info.pid, signal.SIGKILL)
+        # Nobody stops moto now (the process group is not killed until the block ends): its watchdog must.
+        wait_for(lambda: not alive(moto_pid), 5, message="orphaned moto to exit")
+
+
+def test_external_s3_endpoint_starts_no_moto(sandbox: SandboxProcess) -> None:
+    upstream = sandbox.info.s3_upstream_url
+    args = ("--s3-endpoint", upstream, "--bucket", "ext-uploads", "--deliverables-bucket", "ext-deliverables")
+    with SandboxProcess(*args, "--sample-delay", "0", "--api-key", "fixed-key") as proc:
+        assert children_of(proc.info.pid) == []
+        assert (proc.info.api_key, proc.info.s3_upstream_url) == ("fixed-key", upstream)
+        sample = proc.control.seed_sample(proc.info.project_id, "E1", r1_size=10, r2_size=0)
+
+        def done() -> bool:
+            return proc.control.sample(sample["id"])["last_status"]["status"] == "succeeded"
+
+        wait_for(done, 10)
+
+
+def test_start_failure_reports_stderr() -> None:
+    with pytest.raises(SandboxStartError, match=r"(?s)exited with code 2.*must not be negative"):
+        SandboxProcess("--sample-delay", "-1", startup_timeout=20).start()
+
+
+def test_sandbox_exits_when_its_user_is_killed() -> None:
+    """A test run killed with SIGKILL cannot clean up: the sandbox watches it and leaves by itself."""
+    script = (
+        "import sys, time\n"
+        "from transferd.sandbox import SandboxProcess\n"
+        "proc = SandboxProcess(); info = proc.start()\n"
+        "print(info.pid, flush=True); time.sleep(60)\n"
+    )
+    user = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, env=child_env(), text=True, start_new_session=True
+    )
+    try:
+        assert user.stdout is not None
+        sandbox_pid = int(user.stdout.readline())
+        (moto_pid,) = children_of(sandbox_pid)
+        user.kill()
+        user.wait(timeout=5)
+        wait_for(lambda: not alive(sandbox_pid) and not alive(moto_pid), 10, message="sandbox and moto to exit")
+    finally:
+        if user.poll() is None:
+            user.kill()
+            user.wait(timeout=5)
+        if user.stdout is not None:
+            user.stdout.close()

@@ -1,0 +1,243 @@
+"""The running sandbox: S3 server (moto subprocess or external), fault proxy, API server, background work.
+
+`async with Sandbox(SandboxConfig(...)) as sandbox:` starts everything and exposes `sandbox.info`;
+leaving the block stops the servers, cancels every task and stops moto. The CLI (`python -m
+transferd.sandbox`) and the tests' `SandboxProcess` wrap this in a process of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from types import TracebackType
+
+from aiohttp import web
+
+from transferd.log import event
+from transferd.sandbox import api, control, downloads
+from transferd.sandbox.faults import FaultBook
+from transferd.sandbox.info import SandboxInfo
+from transferd.sandbox.reqlog import RequestLog
+from transferd.sandbox.s3proxy import S3Proxy
+from transferd.sandbox.s3server import MotoServer
+from transferd.sandbox.s3store import S3Store
+from transferd.sandbox.state import SandboxState, Settings, Upload
+from transferd.sandbox.tasks import TaskSet
+from transferd.sandbox.webhooks import WebhookSender
+
+log = logging.getLogger("transferd.sandbox")
+
+POLL_INTERVAL = 0.5
+HEAD_CONCURRENCY = 8
+SAMPLE_CONCURRENCY = 4
+SHUTDOWN_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    s3_port: int = 0
+    api_key: str = ""  # empty: a random key is made
+    s3_endpoint: str | None = None  # an external S3 server instead of moto
+    s3_access_key: str = "S3RVER"  # for the sandbox's own calls to an external server (s3rver's default)
+    s3_secret_key: str = "S3RVER"
+    s3_env: tuple[tuple[str, str], ...] = ()  # extra environment for moto, e.g. S3_UPLOAD_PART_MIN_SIZE
+    bucket: str = "gencove-sandbox-uploads"
+    deliverables_bucket: str = "gencove-sandbox-deliverables"
+    project_id: str | None = None
+    project_name: str = "sandbox"
+    settings: Settings = field(default_factory=Settings)
+
+
+class Sandbox:
+    def __init__(self, config: SandboxConfig) -> None:
+        if not config.api_key:
+            config = _with_key(config, secrets.token_urlsafe(24))
+        self.config = config
+        self.faults = FaultBook()
+        self.log = RequestLog()
+        self.tasks = TaskSet("lifecycle")  # sample runs, restores, webhooks: cancelled by reset
+        self._service_tasks = TaskSet("service")
+        self.webhooks = WebhookSender(self.tasks)
+        self.sample_slots = asyncio.Semaphore(SAMPLE_CONCURRENCY)
+        self._head_slots = asyncio.Semaphore(HEAD_CONCURRENCY)
+        self._project_id = config.project_id or str(uuid.uuid4())
+        self._org_id, self._user_id = str(uuid.uuid4()), str(uuid.uuid4())
+        self.state = self._fresh_state()
+        self._moto: MotoServer | None = None
+        self._store: S3Store | None = None
+        self._runners: list[web.AppRunner] = []
+        self._signer: downloads.UrlSigner | None = None
+        self._info: SandboxInfo | None = None
+
+    # -- what handlers use ---------------------------------------------------------------------------
+    @property
+    def info(self) -> SandboxInfo:
+        assert self._info is not None, "sandbox not started"
+        return self._info
+
+    @property
+    def store(self) -> S3Store:
+        assert self._store is not None, "sandbox not started"
+        return self._store
+
+    @property
+    def signer(self) -> downloads.UrlSigner:
+        assert self._signer is not None, "sandbox not started"
+        return self._signer
+
+    @staticmethod
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+    def credentials_ttl(self) -> float:
+        override = self.faults.credentials_ttl()
+        return self.state.settings.credentials_ttl if override is None else override
+
+    def url_ttl(self) -> float:
+        override = self.faults.url_ttl()
+        return self.state.settings.url_ttl if override is None else override
+
+    def credentials_expired(self, access_key: str) -> bool:
+        return self.state.credentials_expired(access_key, self.now())
+
+    def object_landed(self, bucket: str, key: str) -> None:
+        upload = self.state.upload_for_object(bucket, key)
+        if upload is not None:
+            self.state.mark_upload_succeeded(upload.id, self.now())
+
+    async def refresh_uploads(self, uploads: list[Upload]) -> list[Upload]:
+        """Flip `started` uploads whose object exists to `succeeded` (the fallback to the proxy's notice)."""
+
+        async def check(upload: Upload) -> Upload:
+            if upload.last_status.status != "started" or upload.source_url:
+                return upload
+            async with self._head_slots:
+                exists = await self.store.exists(upload.bucket, upload.key)
+            current = self.state.uploads.get(upload.id)
+            if exists and current is not None:
+                return self.state.mark_upload_succeeded(upload.id, self.now())
+            return current or upload
+
+        return list(await asyncio.gather(*(check(u) for u in uploads)))
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def __aenter__(self) -> Sandbox:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self.config.s3_endpoint:
+            upstream = self.config.s3_endpoint.rstrip("/")
+        else:
+            self._moto = MotoServer(self.config.host, env=dict(self.config.s3_env))
+            await self._moto.start()
+            upstream = self._moto.url
+        self._store = await S3Store(upstream, self.config.s3_access_key, self.config.s3_secret_key).__aenter__()
+        await self._ensure_buckets()
+        await self.webhooks.open()
+
+        # A short shutdown timeout: stopping must not wait a minute for a client's half-read download.
+        proxy_runner = web.AppRunner(S3Proxy(upstream, self).app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        api_app = web.Application(
+            middlewares=[control.control_middleware, api.api_middleware], client_max_size=16 * 1024 * 1024
+        )
+        api_app[api.HUB] = self
+        api.add_routes(api_app)
+        control.add_routes(api_app)
+        api_app.router.add_get("/_dl/{file_id}", self._download)
+        api_runner = web.AppRunner(api_app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        s3_url = await self._serve(proxy_runner, self.config.s3_port)
+        api_url = await self._serve(api_runner, self.config.port)
+        self._signer = downloads.UrlSigner(api_url)
+        self._info = SandboxInfo(
+            api_url=api_url,
+            s3_url=s3_url,
+            api_key=self.config.api_key,
+            project_id=self._project_id,
+            bucket=self.config.bucket,
+            deliverables_bucket=self.config.deliverables_bucket,
+            pid=os.getpid(),
+            s3_upstream_url=upstream,
+        )
+        self._service_tasks.spawn(self._poll_uploads(), name="upload-poller")
+
+    async def _serve(self, runner: web.AppRunner, port: int) -> str:
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, self.config.host, port)
+        await site.start()
+        bound_port = runner.addresses[0][1]
+        return f"http://{self.config.host}:{bound_port}"
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        return await downloads.serve_download(request, self)
+
+    async def close(self) -> None:
+        await self._service_tasks.cancel_all()
+        await self.tasks.cancel_all()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        await self.webhooks.close()
+        if self._store is not None:
+            await self._store.__aexit__(None, None, None)
+            self._store = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
+    async def reset(self) -> None:
+        """Forget all uploads, samples, faults and logs; recreate the buckets and the ready project."""
+        await self.tasks.cancel_all()
+        self.faults.clear()
+        self.log.clear()
+        self.webhooks.records.clear()
+        self.state = self._fresh_state()
+        if self._moto is not None:
+            await self._moto.reset()
+        await self._ensure_buckets()
+
+    def _fresh_state(self) -> SandboxState:
+        state = SandboxState(
+            organization_id=self._org_id,
+            user_id=self._user_id,
+            upload_bucket=self.config.bucket,
+            settings=self.config.settings,
+        )
+        state.add_project(self.config.project_name, self.now(), self._project_id)
+        return state
+
+    async def _ensure_buckets(self) -> None:
+        for bucket in (self.config.bucket, self.config.deliverables_bucket):
+            await self.store.ensure_bucket(bucket)
+
+    async def _poll_uploads(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            started = self.state.started_uploads()
+            if not started:
+                continue
+            try:
+                await self.refresh_uploads(started)
+            except Exception as exc:  # S3 hiccups must not end the poller
+                event(log, "sandbox.upload_poll_failed", logging.WARNING, error=repr(exc))
+
+
+def _with_key(config: SandboxConfig, key: str) -> SandboxConfig:
+    return replace(config, api_key=key)

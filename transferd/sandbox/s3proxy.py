@@ -1,0 +1,287 @@
+"""A streaming reverse proxy in front of the S3 server: request log, fault injection, credential expiry.
+
+Clients are given this proxy's URL as "the S3 endpoint". Bodies stream through in chunks both ways;
+status codes, Content-Length, ETag, x-amz-* headers and XML error bodies pass unchanged. The upstream
+(moto) does not check signatures, so the original headers, Host included, are forwarded as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import unquote
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from transferd.log import event
+from transferd.sandbox.faults import S3_ERROR_MESSAGES, FaultBook, s3_error_code
+from transferd.sandbox.reqlog import RequestLog, Stopwatch
+
+log = logging.getLogger("transferd.sandbox")
+
+CHUNK = 256 * 1024
+RESET_READ_LIMIT = 1024 * 1024
+# Hop-by-hop headers (RFC 9110 7.6.1) plus Expect: the proxy answers 100-continue itself.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+     "transfer-encoding", "upgrade", "expect", "proxy-connection"}
+)  # fmt: skip
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+_SIGV2 = re.compile(r"^AWS ([^:\s]+):")
+
+
+@dataclass(frozen=True, slots=True)
+class S3Request:
+    operation: str
+    bucket: str | None
+    key: str | None
+    part: int | None
+    upload_id: str | None
+
+
+def classify(method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str]) -> S3Request:
+    """Name the S3 operation of a path-style request."""
+    bucket, _, raw_key = path.lstrip("/").partition("/")
+    key = unquote(raw_key) or None
+    part_text = query.get("partNumber")
+    part = int(part_text) if part_text and part_text.isdigit() else None
+    upload_id = query.get("uploadId")
+    copy = "x-amz-copy-source" in headers
+    method = method.upper()
+    if not bucket:
+        op = "ListBuckets"
+    elif key is None:
+        op = {
+            "PUT": "CreateBucket",
+            "DELETE": "DeleteBucket",
+            "HEAD": "HeadBucket",
+            "POST": "DeleteObjects" if "delete" in query else "PostBucket",
+        }.get(method, "")
+        if method == "GET":
+            if "uploads" in query:
+                op = "ListMultipartUploads"
+            elif "versions" in query:
+                op = "ListObjectVersions"
+            elif "location" in query:
+                op = "GetBucketLocation"
+            else:
+                op = "ListObjectsV2" if query.get("list-type") == "2" else "ListObjects"
+    elif method == "PUT":
+        if upload_id and part is not None:
+            op = "UploadPartCopy" if copy else "UploadPart"
+        elif "tagging" in query:
+            op = "PutObjectTagging"
+        else:
+            op = "CopyObject" if copy else "PutObject"
+    elif method == "POST":
+        op = "CreateMultipartUpload" if "uploads" in query else "CompleteMultipartUpload" if upload_id else "PostObject"
+    elif method == "GET":
+        op = "ListParts" if upload_id else "GetObjectTagging" if "tagging" in query else "GetObject"
+    elif method == "HEAD":
+        op = "HeadObject"
+    elif method == "DELETE":
+        op = "AbortMultipartUpload" if upload_id else "DeleteObject"
+    else:
+        op = method
+    return S3Request(operation=op or method, bucket=bucket or None, key=key, part=part, upload_id=upload_id)
+
+
+def access_key_of(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    """The access key id a request is signed with (SigV4 header, presigned query, or SigV2)."""
+    auth = headers.get("Authorization", "")
+    match = _CREDENTIAL.search(auth) or _SIGV2.search(auth)
+    if match:
+        return match.group(1)
+    credential = query.get("X-Amz-Credential") or query.get("AWSAccessKeyId")
+    return credential.split("/", 1)[0] if credential else None
+
+
+def error_xml(code: str, message: str, resource: str, request_id: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message><Resource>{resource}</Resource>"
+        f"<RequestId>{request_id}</RequestId><HostId>sandbox</HostId></Error>"
+    ).encode()
+
+
+def error_response(status: int, code: str, message: str, resource: str) -> web.Response:
+    request_id = secrets.token_hex(8).upper()
+    return web.Response(
+        status=status,
+        body=error_xml(code, message, resource, request_id),
+        content_type="application/xml",
+        headers={"x-amz-request-id": request_id},
+    )
+
+
+class ProxyHooks(Protocol):
+    """What the proxy needs from the sandbox."""
+
+    @property
+    def log(self) -> RequestLog: ...
+
+    @property
+    def faults(self) -> FaultBook: ...
+
+    def credentials_expired(self, access_key: str) -> bool: ...
+
+    def object_landed(self, bucket: str, key: str) -> None: ...
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+
+class S3Proxy:
+    def __init__(self, upstream: str, hooks: ProxyHooks) -> None:
+        self._upstream = upstream.rstrip("/")
+        self._hooks = hooks
+        self._session: aiohttp.ClientSession | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=0)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.on_startup.append(self._open)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _open(self, _app: web.Application) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300),
+            auto_decompress=False,
+        )
+
+    async def _close(self, _app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        watch = Stopwatch()
+        query = {k: v for k, v in request.query.items()}
+        s3req = classify(request.method, request.path, query, request.headers)
+        bytes_in = _Counter()
+        bytes_out = _Counter()
+        status = 0
+        fault: str | None = None
+        try:
+            access_key = access_key_of(request.headers, query)
+            if access_key and self._hooks.credentials_expired(access_key):
+                await _drain(request, bytes_in)
+                fault = "expired credentials"
+                status = 400
+                return error_response(400, "ExpiredToken", "The provided token has expired.", request.path)
+            effect = self._hooks.faults.take_s3(request.method, s3req.operation, s3req.part)
+            fault = effect.description
+            if effect.latency:
+                await asyncio.sleep(effect.latency)
+            rule = effect.rule
+            if rule is not None and rule.reset:
+                await _read_some(request, bytes_in)
+                return _abort(request)
+            if rule is not None and rule.status is not None:
+                await _drain(request, bytes_in)
+                status = rule.status
+                code = s3_error_code(rule)
+                message = rule.message or S3_ERROR_MESSAGES.get(code, code)
+                return error_response(rule.status, code, message, request.path)
+            response = await self._forward(request, bytes_in, bytes_out)
+            status = response.status
+            if (
+                status == 200
+                and s3req.bucket
+                and s3req.key
+                and (s3req.operation in ("PutObject", "CopyObject", "CompleteMultipartUpload"))
+            ):
+                self._hooks.object_landed(s3req.bucket, s3req.key)
+            return response
+        finally:
+            self._hooks.log.add(
+                target="s3",
+                method=request.method,
+                path=request.path,
+                query=query,
+                status=status,
+                bytes_in=bytes_in.n,
+                bytes_out=bytes_out.n,
+                duration=watch.elapsed(),
+                operation=s3req.operation,
+                part=s3req.part,
+                upload_id=s3req.upload_id,
+                bucket=s3req.bucket,
+                key=s3req.key,
+                fault=fault,
+            )
+
+    async def _forward(self, request: web.Request, bytes_in: _Counter, bytes_out: _Counter) -> web.StreamResponse:
+        assert self._session is not None
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+        data = _stream_body(request, bytes_in) if request.body_exists else None
+        url = URL(self._upstream + request.raw_path, encoded=True)
+        try:
+            upstream = await self._session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                skip_auto_headers=("Content-Type", "Accept", "Accept-Encoding", "User-Agent"),
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            event(log, "sandbox.s3_upstream_failed", logging.WARNING, url=str(url), error=repr(exc))
+            return error_response(503, "ServiceUnavailable", f"S3 upstream unavailable: {exc}", request.path)
+        async with upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for name, value in upstream.headers.items():
+                if name.lower() not in HOP_BY_HOP:
+                    response.headers.add(name, value)
+            try:
+                await response.prepare(request)
+                if request.method != "HEAD":
+                    async for chunk in upstream.content.iter_chunked(CHUNK):
+                        await response.write(chunk)
+                        bytes_out.n += len(chunk)
+                await response.write_eof()
+            except ConnectionResetError:
+                pass  # the client went away mid-body; the log keeps what was sent
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                event(log, "sandbox.s3_upstream_broke", logging.WARNING, url=str(url), error=repr(exc))
+                _abort(request)  # headers are out: a dropped connection is the only honest signal
+        return response
+
+
+async def _stream_body(request: web.Request, counter: _Counter) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(CHUNK):
+        counter.n += len(chunk)
+        yield chunk
+
+
+async def _drain(request: web.Request, counter: _Counter) -> None:
+    async for chunk in request.content.iter_chunked(CHUNK):
+        counter.n += len(chunk)
+
+
+async def _read_some(request: web.Request, counter: _Counter) -> None:
+    """Read part of the body (half, at most 1 MiB), as a server would before the line drops."""
+    limit = min((request.content_length or 2) // 2, RESET_READ_LIMIT)
+    while counter.n < max(limit, 1):
+        chunk = await request.content.read(max(limit, 1) - counter.n)
+        if not chunk:
+            break
+        counter.n += len(chunk)
+
+
+def _abort(request: web.Request) -> web.Response:
+    """Drop the connection (a TCP reset for the client). The returned response is never sent."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=500)
