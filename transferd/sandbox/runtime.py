@@ -19,7 +19,7 @@ from types import TracebackType
 from aiohttp import web
 
 from transferd.log import event
-from transferd.sandbox import api, control, downloads
+from transferd.sandbox import api, control, downloads, legacy
 from transferd.sandbox.faults import FaultBook
 from transferd.sandbox.info import SandboxInfo
 from transferd.sandbox.reqlog import RequestLog
@@ -160,6 +160,7 @@ class Sandbox:
         api_app[api.HUB] = self
         api.add_routes(api_app)
         control.add_routes(api_app)
+        legacy.add_routes(api_app)  # the legacy REST API (projects/samples, apps/members) on the same port
         api_app.router.add_get("/_dl/{file_id}", self._download)
         api_runner = web.AppRunner(api_app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         s3_url = await self._serve(proxy_runner, self.config.s3_port)

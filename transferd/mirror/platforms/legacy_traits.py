@@ -1,0 +1,86 @@
+"""The trait JSON of a legacy sample (`trait_values` + `trait_descriptions`), written beside its files.
+
+The path comes from the download template like any deliverable's, with file type `traits-json` and default
+filename `<gencove_id>_traits.json`. The write is atomic (temp file, fsync, rename, fsync of the folder) and
+skipped when the bytes are already there. The document names its sample (`gencove_id`), which is how a path
+already holding ANOTHER sample's traits is recognised: that is reported as a collision, never overwritten (the
+deliverables themselves are protected the same way by the journal's path ownership).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from transferd.mirror.platforms.legacy_files import TRAITS_TYPE, dumps, traits_filename
+from transferd.mirror.template import FileNaming, TemplateError, render, resolve_inside
+
+
+class TraitsCollision(TemplateError):
+    """The template puts two samples' trait JSON on one path."""
+
+
+class TraitsWriter:
+    def __init__(self, destination: Path, template: str, file_types: tuple[str, ...] = ()) -> None:
+        self.destination, self.template, self.file_types = destination, template, file_types
+        self._lock = asyncio.Lock()  # check-then-write must not interleave between two samples
+
+    @property
+    def wanted(self) -> bool:
+        return not self.file_types or TRAITS_TYPE in self.file_types
+
+    def path(self, client_id: str, gencove_id: str) -> Path:
+        naming = FileNaming(client_id, gencove_id, TRAITS_TYPE, traits_filename(gencove_id))
+        return resolve_inside(self.destination, render(self.template, naming))
+
+    async def write(self, client_id: str, gencove_id: str, doc: Mapping[str, Any]) -> Path | None:
+        """Place the document; None when trait JSON is not among the wanted file types."""
+        if not self.wanted:
+            return None
+        path = self.path(client_id, gencove_id)
+        async with self._lock:
+            await asyncio.to_thread(_place, path, dumps(doc), gencove_id)
+        return path
+
+
+def _owner(raw: bytes) -> str | None:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    return str(doc.get("gencove_id")) if isinstance(doc, dict) else None
+
+
+def _place(path: Path, data: bytes, gencove_id: str) -> None:
+    try:
+        current = path.read_bytes()
+    except FileNotFoundError:
+        current = None
+    if current == data:
+        return
+    if current is not None and _owner(current) != gencove_id:
+        raise TraitsCollision(
+            f"{path}: the trait JSON of sample {gencove_id} collides with a file that is not this sample's "
+            f"(sample {_owner(current) or 'unknown'}); use a template with {{gencove_id}} or {{default_filename}}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
