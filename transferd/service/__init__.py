@@ -1,0 +1,1 @@
+"""The daemon: lifecycle, HTTP endpoints, systemd integration and `status`."""

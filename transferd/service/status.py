@@ -1,0 +1,134 @@
+"""`transferd status -c CONFIG [--json]`: what the journal says, read-only, safe beside a running daemon.
+
+It opens the journal without the daemon lock and without writing (SQLite WAL lets it read while the daemon
+writes), so it can be run at any time, by any user that can read the journal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from transferd.config import load_config
+from transferd.errors import TransferdError
+from transferd.journal import Journal
+from transferd.service import views
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    journal: str
+    daemon_pid: int | None  # a live transferd holding the journal lock, as far as we can tell
+    overview: views.Overview
+    runs: list[views.RunRow]
+    in_flight: list[views.InFlight]
+    errors: list[views.EventRow]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", required=True, help="path to the TOML config")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--runs", type=int, default=20, metavar="N", help="show the latest N runs (default 20)")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    report = collect(cfg.state.path, runs=args.runs)
+    print(json.dumps(asdict(report), indent=2) if args.json else render(report))
+    return 0
+
+
+def collect(path: Path, runs: int = 20) -> Report:
+    journal = Journal.open_readonly(path)
+    try:
+
+        def read(conn: sqlite3.Connection) -> Report:
+            return Report(
+                journal=str(path),
+                daemon_pid=daemon_pid(path),
+                overview=views.overview(conn),
+                runs=views.recent_runs(conn, runs),
+                in_flight=views.in_flight(conn),
+                errors=views.last_events(conn),
+            )
+
+        try:
+            return journal.read(read)
+        except sqlite3.Error as e:
+            raise TransferdError(f"journal {path}: cannot read it: {e}") from None
+    finally:
+        journal.close()
+
+
+def daemon_pid(path: Path) -> int | None:
+    """The pid the daemon wrote into the journal's lock file, if that process is still a transferd.
+
+    We never take the lock ourselves: even a brief shared lock could make a starting daemon refuse to run.
+    """
+    try:
+        pid = int(path.with_name(path.name + ".lock").read_text().strip() or 0)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if pid and pid != os.getpid() and b"transferd" in cmdline else None
+
+
+# -- rendering ----------------------------------------------------------------------------------------------------
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _states(counts: dict[str, int]) -> str:
+    shown = [f"{state} {n}" for state, n in counts.items() if n]
+    return ", ".join(shown) if shown else "none"
+
+
+def render(r: Report) -> str:
+    o = r.overview
+    running = f"daemon running (pid {r.daemon_pid})" if r.daemon_pid else "daemon not running"
+    out = [f"journal {r.journal} ({running})", ""]
+    out.append(f"runs:            {_states(o.counts['runs'])}")
+    out.append(f"samples:         {_states(o.counts['samples'])}")
+    out.append(f"objects:         {_states(o.counts['objects'])}  (to upload: {_size(o.upload_backlog_bytes)})")
+    out.append(f"mirror samples:  {_states(o.counts['mirror_samples'])}")
+    out.append(f"mirror files:    {_states(o.counts['downloads'])}  (to download: {_size(o.download_backlog_bytes)})")
+    out += ["", f"latest runs ({len(r.runs)}):"]
+    rows: list[tuple[Any, ...]] = [("run", "state", "samples", "assigned", "complete since", "error")]
+    for run in r.runs:
+        name = f"{run.name}/Analysis/{run.analysis}" if run.analysis else run.name
+        rows.append((name, run.state, run.samples, run.samples_assigned, _when(run.completed_at), run.error or ""))
+    out += _table(rows) if r.runs else ["  (none yet)"]
+    out += ["", f"in flight ({len(r.in_flight)}):"]
+    for f in r.in_flight:
+        out.append(
+            f"  {f.kind:8} {f.state:10} {_size(f.done_bytes):>10} / {_size(f.total_bytes):<10} {f.what}"
+            + (f"  (attempts {f.attempts})" if f.attempts > 1 else "")
+        )
+    if not r.in_flight:
+        out.append("  (nothing)")
+    out += ["", f"last errors ({len(r.errors)}):"]
+    for e in r.errors:
+        subject = f" {e.subject}:" if e.subject else ""
+        out.append(f"  {_when(e.ts)} {e.level:7} {e.stage}{subject} {e.message}")
+    if not r.errors:
+        out.append("  (none)")
+    return "\n".join(out)
+
+
+def _table(rows: list[tuple[Any, ...]]) -> list[str]:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows]
