@@ -341,6 +341,11 @@ class MirrorLoop:
     async def _sample(self, p: _Project, item: _Item) -> SampleReport:
         source = p.platform.source
         async with self._sample_lock(source, item.sample_id):
+            # Re-read the state under the lock: a webhook pass may have finished this sample while we queued,
+            # and a sample is counted as mirrored only on its transition to done.
+            rows = await self.journal.run(jd.sample_rows, source, [item.sample_id])
+            row = rows.get(item.sample_id)
+            item = replace(item, prior=row.state if row else None)
             try:
                 if item.summary is not None and item.detail is None:
                     gated = await self._gate(p, item.summary)
