@@ -91,7 +91,7 @@ def _metrics(port: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
-            if not s.labels or set(s.labels) <= {"direction", "what", "stage"}:
+            if not s.labels or set(s.labels) <= {"direction", "stage"}:
                 labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
                 key = f"{s.name}{{{labels}}}" if labels else s.name
                 out[key] = s.value
@@ -163,9 +163,9 @@ def main(args: argparse.Namespace) -> int:
             ok = _report(work, expected, samples, assigned)
             try:
                 m = _metrics(port)
-                _say("metrics: " + ", ".join(f"{k}={v:g}" for k, v in sorted(m.items())
-                                             if k.startswith(("transferd_uploaded", "transferd_downloaded",
-                                                              "transferd_samples_total"))))
+                shown = ("transferd_transferred_bytes_total", "transferd_transferred_files_total",
+                         "transferd_samples_completed_total", "transferd_retries_total")
+                _say("metrics: " + ", ".join(f"{k}={v:g}" for k, v in sorted(m.items()) if k.startswith(shown)))
             except OSError as e:
                 _say(f"could not read /metrics: {e}")
             daemon.send_signal(signal.SIGTERM)

@@ -37,11 +37,13 @@ def test_growing_file_is_not_ready_until_it_settles(layouts, files) -> None:
     changed_at = t0 + 3 * SETTLE
     s1 = sample(scan_root(layouts.root, RULES, changed_at, tracker), "S1")
     assert not s1.ready and any("not settled" in p for p in s1.problems)
+    assert s1.settling  # a reason to wait, not a failure to report
     s1 = sample(scan_root(layouts.root, RULES, changed_at + SETTLE - 1, tracker), "S1")
     assert not s1.ready
     # Settled now, but it is no longer a whole gzip stream (two stray bytes at the end).
     s1 = sample(scan_root(layouts.root, RULES, changed_at + SETTLE, tracker), "S1")
     assert not s1.ready and any("trailing garbage" in p or "truncated" in p for p in s1.problems), s1.problems
+    assert not s1.settling  # waiting will not cure this one: it is reported
     # Rewritten whole: a new version, observed anew, then ready.
     files.write_fastq(growing, seed=5)
     later = changed_at + 10 * SETTLE

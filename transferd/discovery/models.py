@@ -43,6 +43,8 @@ class Sample:
     i1: tuple[SourceFile, ...] = ()  # index reads, only when DiscoveryRules.include_index_reads
     i2: tuple[SourceFile, ...] = ()
     manifest: Path | None = None  # the .fastq-map.csv that defined this sample
+    # Not ready only because files are still settling: a reason to wait, not a problem to report as a failure.
+    settling: bool = False
 
     @property
     def key(self) -> tuple[str, str | None, str]:

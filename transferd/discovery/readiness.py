@@ -117,6 +117,7 @@ def _sample(
     verdicts: dict[int, tuple[str, ...]] | None,
 ) -> Sample:
     problems = list(d.problems)
+    lasting = bool(problems)  # problems that waiting will not cure
     settle = rules.settle_seconds
     unsettled = 0
     newest: tuple[float, SourceFile] | None = None  # the most recently changed file that has not settled
@@ -155,6 +156,7 @@ def _sample(
         i1=d.i1,
         i2=d.i2,
         manifest=d.manifest,
+        settling=unsettled > 0 and not lasting,
     )
 
 
