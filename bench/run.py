@@ -1,0 +1,269 @@
+"""transferd benchmark: `.venv/bin/python bench/run.py [--gib 2] [--reps 3] [--only KEY,...]` (or `make bench`).
+
+Prepares everything (tools, synthetic run, s3rver, sandbox, sink), then measures, interleaved over repetitions
+(A B C D A B C D ...):
+  uploads   (s3rver)  transferd-upload, gencove-upload, awscli-upload, s5cmd-upload
+  downloads (s3rver)  transferd-download, gencove-download   (of the same deliverables)
+  ceiling   (sink)    transferd-ceiling, awscli-ceiling, s5cmd-ceiling: the same uploads against a server that
+                      discards (the clients' own ceilings)
+and writes bench/results/<timestamp>.md/.json and bench/results/latest.md/.json. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `bench` and `transferd` importable from this tree
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from datetime import datetime
+
+from bench import tools
+from bench.data import LANES, SAMPLES, SyntheticRun, ensure_run, warm_page_cache
+from bench.procs import raise_on_termination
+from bench.report import GIB, MB, RepRecord, check_targets, machine, render_markdown, summarize, write_results
+from bench.runners import (
+    ALL_RUNNERS,
+    RAW_BUCKET,
+    RUNNER_KEYS,
+    BenchContext,
+    GencoveUpload,
+    Runner,
+    Target,
+    TransferdUpload,
+)
+from bench.s3admin import S3Admin
+from bench.s3rver import ACCESS_KEY, SECRET_KEY, S3rver
+from bench.servers import SandboxServer, SinkServer
+from bench.session import measure_once, prepare_deliverables
+
+RESULTS_DIR = tools.BENCH_DIR / "results"
+WORK_DIR = tools.BENCH_DIR / "work"
+# Samples never start during upload measurements (the sandbox would copy deliverables in the background).
+IDLE_SAMPLE_DELAY = "86400"
+
+
+class SuiteError(RuntimeError):
+    """A suite could not be set up (its contenders are reported as not measured)."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
+    p.add_argument("--gib", type=float, default=2.0, help="total size of the synthetic run, GiB (default: 2)")
+    p.add_argument("--reps", type=int, default=3, help="repetitions per contender (default: 3)")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KEY[,KEY]",
+        help=f"run only these contenders (repeatable): {', '.join(RUNNER_KEYS)}",
+    )
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="where to write the results")
+    p.add_argument("--tmp-dir", type=Path, default=None, help="parent of the run's temp dir (S3 data, scratch)")
+    args = p.parse_args(argv)
+    if args.gib <= 0 or args.reps < 1:
+        p.error("--gib must be > 0 and --reps >= 1")
+    wanted = [k.strip() for item in args.only for k in item.split(",") if k.strip()]
+    unknown = sorted(set(wanted) - set(RUNNER_KEYS))
+    if unknown:
+        p.error(f"unknown contender(s) {', '.join(unknown)}; choose from {', '.join(RUNNER_KEYS)}")
+    args.only = wanted
+    return args
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def say(self, text: str) -> None:
+        elapsed = time.monotonic() - self.start
+        print(f"[{int(elapsed // 60):02d}:{elapsed % 60:04.1f}] {text}", flush=True)
+
+
+def select(only: list[str], say: Callable[[str], None]) -> tuple[list[Runner], dict[str, str]]:
+    chosen = [r for r in ALL_RUNNERS if not only or r.key in only]
+    ready: list[Runner] = []
+    skipped: dict[str, str] = {}
+    for runner in chosen:
+        reason = runner.unavailable()
+        if reason is None:
+            try:
+                runner.install()
+            except tools.ToolError as exc:
+                reason = str(exc)
+        if reason is None:
+            ready.append(runner)
+        else:
+            skipped[runner.key] = reason
+            say(f"skipping {runner.key}: {reason}")
+    return ready, skipped
+
+
+def run_phase(
+    runners: list[Runner],
+    ctx: BenchContext,
+    reps: int,
+    scratch: Path,
+    log_dir: Path,
+    progress: Progress,
+    records: list[RepRecord],
+) -> None:
+    """A B C D A B C D ...: each repetition runs every contender once, in the same order."""
+    for rep in range(1, reps + 1):
+        for runner in runners:
+            records.append(measure_once(runner, ctx, rep, scratch, log_dir, progress.say))
+
+
+def s3rver_suite(
+    runners: list[Runner],
+    run: SyntheticRun,
+    reps: int,
+    tmp: Path,
+    log_dir: Path,
+    progress: Progress,
+    records: list[RepRecord],
+) -> None:
+    uploads = [r for r in runners if r.phase == "upload"]
+    downloads = [r for r in runners if r.phase == "download"]
+    with ExitStack() as stack:
+        progress.say("starting s3rver and the sandbox in front of it")
+        s3 = stack.enter_context(S3rver(tmp / "s3rver-data", [RAW_BUCKET], log_dir / "s3rver.log"))
+        sandbox = stack.enter_context(
+            SandboxServer(s3.url, log_dir / "sandbox.log", ("--sample-delay", IDLE_SAMPLE_DELAY))
+        )
+        admin = S3Admin(s3.url, ACCESS_KEY, SECRET_KEY)
+        stack.callback(admin.close)
+        target = Target(
+            "s3rver", s3.url, sandbox.info, sandbox.control(), admin, {"s3rver": s3.pid, "sandbox": sandbox.pid}
+        )
+        ctx = BenchContext(run=run, target=target)
+        scratch = tmp / "scratch"
+        if uploads:
+            progress.say(f"uploads to s3rver at {s3.url}: {', '.join(r.key for r in uploads)} x {reps}")
+            run_phase(uploads, ctx, reps, scratch, log_dir, progress, records)
+        if downloads:
+            progress.say(f"downloads from the sandbox: {', '.join(r.key for r in downloads)} x {reps}")
+            uploader = _deliverables_uploader(progress.say)
+            if uploader is None:
+                raise SuiteError("no uploader can prepare the deliverables; downloads skipped")
+            ctx.deliverables = prepare_deliverables(ctx, uploader, scratch, log_dir, progress.say)
+            run_phase(downloads, ctx, reps, scratch, log_dir, progress, records)
+
+
+def _deliverables_uploader(say: Callable[[str], None]) -> Runner | None:
+    for runner in (TransferdUpload(), GencoveUpload()):
+        if runner.unavailable() is None:
+            try:
+                runner.install()
+            except tools.ToolError as exc:
+                say(f"  {runner.key} unusable for the set-up: {exc}")
+                continue
+            return runner
+    return None
+
+
+def sink_suite(
+    runners: list[Runner],
+    run: SyntheticRun,
+    reps: int,
+    tmp: Path,
+    log_dir: Path,
+    progress: Progress,
+    records: list[RepRecord],
+) -> None:
+    with ExitStack() as stack:
+        progress.say("starting the null S3 sink and a sandbox in front of it")
+        sink = stack.enter_context(SinkServer(log_dir / "sink.log"))
+        sandbox = stack.enter_context(
+            SandboxServer(sink.url, log_dir / "sandbox-sink.log", ("--sample-delay", IDLE_SAMPLE_DELAY))
+        )
+        admin = S3Admin(sink.url, ACCESS_KEY, SECRET_KEY)
+        stack.callback(admin.close)
+        target = Target(
+            "sink", sink.url, sandbox.info, sandbox.control(), admin, {"sink": sink.pid, "sandbox": sandbox.pid}
+        )
+        ctx = BenchContext(run=run, target=target)
+        progress.say(f"client ceiling against the sink at {sink.url}: {', '.join(r.key for r in runners)} x {reps}")
+        run_phase(runners, ctx, reps, tmp / "scratch-sink", log_dir, progress, records)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    raise_on_termination()
+    progress = Progress()
+    started = datetime.now().astimezone().replace(microsecond=0)
+    log_dir = WORK_DIR / "logs" / started.strftime("%Y%m%d-%H%M%S")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    meta_machine = machine()
+    progress.say(
+        f"transferd benchmark: {args.gib:g} GiB, {args.reps} rep(s); load average {meta_machine['loadavg_at_start']}"
+    )
+    if meta_machine["loadavg_at_start"][0] > 1.5:
+        progress.say("warning: the machine is busy (load average > 1.5); figures will be noisy")
+    try:
+        runners, skipped = select(args.only, progress.say)
+        if not runners:
+            progress.say("nothing to run")
+            return 1
+        tools.ensure_s3rver()
+        total = int(args.gib * GIB)
+        progress.say(f"synthetic run: {SAMPLES} samples x {LANES} lanes x R1/R2, {total / MB:,.0f} MB (built once)")
+        run = ensure_run(WORK_DIR / "runs" / f"benchrun-{total}B", total)
+        progress.say(f"  {len(run.files)} files, {run.total_bytes / MB:,.1f} MB in {run.root}; warming the page cache")
+        warm_page_cache(run)
+        records: list[RepRecord] = []
+        suite_errors: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="transferd-bench-", dir=args.tmp_dir) as tmp_name:
+            tmp = Path(tmp_name)
+            suites = (
+                (s3rver_suite, [r for r in runners if r.phase in ("upload", "download")]),
+                (sink_suite, [r for r in runners if r.phase == "ceiling"]),
+            )
+            for suite, members in suites:
+                if not members:
+                    continue
+                try:
+                    suite(members, run, args.reps, tmp, log_dir, progress, records)
+                except Exception as exc:  # one broken suite must not lose the others' figures
+                    progress.say(f"suite {suite.__name__} failed: {exc}")
+                    suite_errors.append(f"{suite.__name__}: {exc}")
+    except KeyboardInterrupt:
+        progress.say("interrupted: servers stopped, nothing written")
+        return 130
+    meta_machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    meta = {
+        "started": started.isoformat(),
+        "config": {
+            "gib": args.gib,
+            "reps": args.reps,
+            "only": args.only,
+            "samples": SAMPLES,
+            "lanes": LANES,
+            "files": len(run.files),
+            "logical_bytes": run.total_bytes,
+            "s3_server": "s3rver (Node.js, files on disk), clients talk to it directly; ceiling: bench/sink.py",
+            "skipped": skipped,
+            "suite_errors": suite_errors,
+            "logs": str(log_dir),
+        },
+        "machine": meta_machine,
+        "versions": tools.versions(),
+    }
+    summaries = summarize(records)
+    checks = check_targets(summaries)
+    md_path, json_path = write_results(args.results, meta, records, summaries, checks)
+    print()
+    print(render_markdown(meta, summaries, checks))
+    progress.say(f"results: {md_path}, {json_path} (and latest.md/.json); logs: {log_dir}")
+    return 0 if records and all(r.ok for r in records) and not suite_errors else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""The two Python servers a benchmark run starts: the Gencove sandbox and the discarding S3 sink.
+
+Both run as children in process groups of their own that die with the benchmark (`bench.procs.ProcessGroup`);
+each announces readiness with one line on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.procs import ProcessGroup, read_line, wait_for_port
+from bench.tools import REPO_DIR
+from transferd.sandbox import SandboxControl, SandboxInfo
+
+_LISTENING = re.compile(r"listening (\S+):(\d+)")
+
+
+def _python_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_DIR)  # `bench` and `transferd` from this tree
+    return env
+
+
+class SandboxServer:
+    """`python -m transferd.sandbox --json --s3-endpoint URL ...`, with its control client."""
+
+    def __init__(self, s3_endpoint: str, log_path: Path, extra_args: Sequence[str] = ()) -> None:
+        self.s3_endpoint = s3_endpoint
+        self.log_path = log_path
+        self.extra_args = tuple(extra_args)
+        self._group: ProcessGroup | None = None
+        self._info: SandboxInfo | None = None
+
+    @property
+    def info(self) -> SandboxInfo:
+        assert self._info is not None, "sandbox not started"
+        return self._info
+
+    @property
+    def pid(self) -> int:
+        assert self._group is not None, "sandbox not started"
+        return self._group.pid
+
+    def control(self) -> SandboxControl:
+        return SandboxControl(self.info.api_url, self.info.api_key, timeout=120.0)
+
+    def start(self, timeout: float = 60.0) -> SandboxInfo:
+        argv = [
+            sys.executable,
+            "-m",
+            "transferd.sandbox",
+            "--json",
+            "--s3-endpoint",
+            self.s3_endpoint,
+            *self.extra_args,
+        ]
+        with open(self.log_path, "ab") as log:
+            self._group = ProcessGroup(argv, name="sandbox", env=_python_env(), stdout=subprocess.PIPE, stderr=log)
+        assert self._group.proc.stdout is not None
+        try:
+            line = read_line(self._group.proc.stdout, time.monotonic() + timeout, self._group.alive)
+            self._info = SandboxInfo.from_dict(json.loads(line))
+        except BaseException as exc:
+            self.stop()
+            if isinstance(exc, Exception):
+                raise RuntimeError(f"sandbox did not start: {exc}; see {self.log_path}") from exc
+            raise
+        return self._info
+
+    def stop(self) -> None:
+        if self._group is not None:
+            self._group.stop()
+            self._group = None
+
+    def __enter__(self) -> SandboxServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SinkServer:
+    """`python -m bench.sink`: an S3 endpoint that reads and discards every body."""
+
+    def __init__(self, log_path: Path, host: str = "127.0.0.1") -> None:
+        self.log_path = log_path
+        self.host = host
+        self.port = 0
+        self._group: ProcessGroup | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self._group is not None, "sink not started"
+        return self._group.pid
+
+    def start(self, timeout: float = 30.0) -> None:
+        argv = [sys.executable, "-m", "bench.sink", "--host", self.host, "--port", "0"]
+        with open(self.log_path, "ab") as log:
+            self._group = ProcessGroup(argv, name="sink", env=_python_env(), stdout=subprocess.PIPE, stderr=log)
+        assert self._group.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        try:
+            line = read_line(self._group.proc.stdout, deadline, self._group.alive)
+            match = _LISTENING.search(line)
+            if match is None:
+                raise RuntimeError(f"unexpected sink output {line!r}")
+            self.port = int(match.group(2))
+            wait_for_port(self.host, self.port, deadline, self._group.alive)
+        except BaseException as exc:
+            self.stop()
+            if isinstance(exc, Exception):
+                raise RuntimeError(f"sink did not start: {exc}; see {self.log_path}") from exc
+            raise
+
+    def stop(self) -> None:
+        if self._group is not None:
+            self._group.stop()
+            self._group = None
+
+    def __enter__(self) -> SinkServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
