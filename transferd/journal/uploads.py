@@ -1,0 +1,519 @@
+"""Journal queries of the upload side: runs, samples, objects, parts and assignments.
+
+Every function takes the connection first and is run as one transaction by `Journal.call` / `Journal.run`.
+Write order (schema.py): an object's S3 multipart id is stored before its first part; a part row only after S3
+acknowledged the part; an assignment row `requested` before the POST and `done` after it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from transferd.discovery.models import SourceFile
+from transferd.journal.store import log_event, now
+
+if TYPE_CHECKING:
+    from transferd.upload.plan import RunPlan
+
+ACTIVE_OBJECT_STATES = ("pending", "uploading", "completing")
+# Sample states after which nothing more happens to it (uploaded is final only without a project).
+FINAL_SAMPLE_STATES = ("assigned", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class PartRow:
+    number: int
+    offset: int
+    size: int
+    etag: str
+    checksum: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRow:
+    id: int
+    sample_id: int
+    read: str
+    destination_path: str
+    sources: tuple[SourceFile, ...]
+    size: int
+    upload_id: str | None
+    bucket: str | None
+    key: str | None
+    s3_upload_id: str | None
+    part_size: int | None
+    state: str
+    sha256: str | None
+    etag: str | None
+    error: str | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class AssignCandidate:
+    """A sample whose reads are all uploaded and that has a project to go to."""
+
+    sample_id: int
+    run_id: int
+    client_id: str
+    folder: str
+    project_id: str
+    metadata: str | None
+    state: str  # uploaded | assigning
+    uploads: dict[str, str]  # read -> Gencove upload id
+    assignment: str | None  # None | requested
+
+
+@dataclass(frozen=True, slots=True)
+class SampleProgress:
+    """A sample's state after a step, with what the end-to-end clock needs."""
+
+    sample_id: int
+    state: str
+    project_id: str | None
+    completed_at: float  # when discovery found the run complete
+
+    @property
+    def final_ok(self) -> bool:
+        return self.state == "assigned" or (self.state == "uploaded" and self.project_id is None)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    run_id: int
+    new_run: bool
+    new_samples: int
+    failed_samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectOutcome:
+    read: str
+    destination_path: str
+    state: str
+    size: int
+    sha256: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SampleOutcome:
+    run_id: int
+    run_name: str
+    client_id: str
+    folder: str
+    project_id: str | None
+    state: str
+    error: str | None
+    gencove_sample_id: str | None
+    objects: tuple[ObjectOutcome, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "assigned" or (self.state == "uploaded" and self.project_id is None)
+
+
+# -- encoding -------------------------------------------------------------------------------------------------
+def encode_sources(sources: Iterable[SourceFile]) -> str:
+    return json.dumps([[str(s.path), s.size, s.mtime_ns, s.inode] for s in sources])
+
+
+def decode_sources(text: str) -> tuple[SourceFile, ...]:
+    return tuple(SourceFile(Path(p), int(size), int(mtime), int(ino)) for p, size, mtime, ino in json.loads(text))
+
+
+def _object(row: sqlite3.Row) -> ObjectRow:
+    return ObjectRow(
+        id=row["id"], sample_id=row["sample_id"], read=row["read"], destination_path=row["destination_path"],
+        sources=decode_sources(row["sources"]), size=row["size"], upload_id=row["upload_id"],
+        bucket=row["bucket"], key=row["key"], s3_upload_id=row["s3_upload_id"], part_size=row["part_size"],
+        state=row["state"], sha256=row["sha256"], etag=row["etag"], error=row["error"], attempts=row["attempts"],
+    )  # fmt: skip
+
+
+# -- submit ---------------------------------------------------------------------------------------------------
+def record_run(conn: sqlite3.Connection, plan: RunPlan) -> RecordResult:
+    """Record a complete run and its samples; a run or sample already known is left as it is."""
+    t = now()
+    row = conn.execute("SELECT id FROM runs WHERE path = ? AND analysis = ?", (plan.path, plan.analysis)).fetchone()
+    new_run = row is None
+    if row is None:
+        error = "; ".join(plan.problems) or None
+        cur = conn.execute(
+            "INSERT INTO runs (watch, path, analysis, name, layout, state, completed_at, error)"
+            " VALUES (?, ?, ?, ?, ?, 'ready', ?, ?)",
+            (plan.watch, plan.path, plan.analysis, plan.name, plan.layout, plan.completed_at, error),
+        )
+        run_id = int(cur.lastrowid or 0)
+        if error:
+            log_event(conn, "warning", "discovery", plan.path, f"run {plan.name}: {error}")
+    else:
+        run_id = int(row["id"])
+    known = {
+        r["client_id"]: r
+        for r in conn.execute(
+            "SELECT s.id, s.client_id, s.state, (SELECT COUNT(*) FROM objects o WHERE o.sample_id = s.id) AS n"
+            " FROM samples s WHERE s.run_id = ?",
+            (run_id,),
+        )
+    }
+    new_samples = failed = 0
+    for s in plan.samples:
+        old = known.get(s.client_id)
+        # A sample that failed in discovery (no objects: e.g. still settling, or a truncated file that was
+        # fixed) comes back when it is seen ready; anything else already known is left alone.
+        revive = old is not None and old["state"] == "failed" and old["n"] == 0
+        if old is not None and not revive:
+            continue
+        problems = list(s.problems)
+        for o in s.objects:
+            other = conn.execute(
+                "SELECT r.path FROM objects o JOIN samples s ON s.id = o.sample_id JOIN runs r ON r.id = s.run_id"
+                " WHERE o.destination_path = ?",
+                (o.destination_path,),
+            ).fetchone()
+            if other is not None:
+                problems.append(f"{o.destination_path} is already the destination of a sample of {other['path']}")
+        error = "; ".join(problems) or None
+        if old is not None:
+            if error:
+                conn.execute("UPDATE samples SET error = ?, updated = ? WHERE id = ?", (error[:2000], t, old["id"]))
+                continue
+            sample_id = int(old["id"])
+            conn.execute("UPDATE samples SET state = 'pending', error = NULL, updated = ? WHERE id = ?", (t, sample_id))
+            log_event(conn, "info", "upload", f"{s.folder}/{s.client_id}", "sample is ready now; uploading")
+        else:
+            cur = conn.execute(
+                "INSERT INTO samples (run_id, client_id, sample_name, folder, project_id, metadata, state, error,"
+                " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, s.client_id, s.sample_name, s.folder, s.project_id, s.metadata,
+                 "failed" if error else "pending", error, t, t),
+            )  # fmt: skip
+            sample_id = int(cur.lastrowid or 0)
+            known[s.client_id] = {"id": sample_id, "state": "x", "n": 1}
+            new_samples += 1
+            if error:
+                failed += 1
+                log_event(conn, "error", "upload", f"{s.folder}/{s.client_id}", error)
+                continue
+        for o in s.objects:
+            conn.execute(
+                "INSERT INTO objects (sample_id, read, destination_path, sources, size, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (sample_id, o.read, o.destination_path, encode_sources(o.sources), o.size, t),
+            )
+    refresh_run(conn, run_id)
+    return RecordResult(run_id, new_run, new_samples, failed)
+
+
+# -- objects --------------------------------------------------------------------------------------------------
+def next_objects(conn: sqlite3.Connection, exclude: Sequence[int], limit: int) -> list[ObjectRow]:
+    """Objects with work left (including work of an earlier process), in-progress ones first."""
+    if limit <= 0:
+        return []
+    marks = ",".join("?" * len(exclude)) or "-1"  # NOT IN (NULL) is never true; ids are positive
+    rows = conn.execute(
+        f"SELECT o.* FROM objects o JOIN samples s ON s.id = o.sample_id"
+        f" WHERE o.state IN ('pending', 'uploading', 'completing') AND s.state != 'failed'"
+        f" AND o.id NOT IN ({marks})"
+        f" ORDER BY CASE o.state WHEN 'pending' THEN 1 ELSE 0 END, o.sample_id, o.read LIMIT ?",
+        (*exclude, limit),
+    ).fetchall()
+    return [_object(r) for r in rows]
+
+
+def count_pending_objects(conn: sqlite3.Connection) -> int:
+    return int(
+        conn.execute(
+            "SELECT COUNT(*) FROM objects o JOIN samples s ON s.id = o.sample_id"
+            " WHERE o.state IN ('pending', 'uploading', 'completing') AND s.state != 'failed'"
+        ).fetchone()[0]
+    )
+
+
+def get_object(conn: sqlite3.Connection, object_id: int) -> ObjectRow:
+    return _object(conn.execute("SELECT * FROM objects WHERE id = ?", (object_id,)).fetchone())
+
+
+def set_slot(conn: sqlite3.Connection, object_id: int, upload_id: str, bucket: str, key: str) -> None:
+    """The Gencove upload for the object's gncv path; the object's sample and run are now uploading."""
+    t = now()
+    conn.execute(
+        "UPDATE objects SET upload_id = ?, bucket = ?, key = ?, updated = ? WHERE id = ?",
+        (upload_id, bucket, key, t, object_id),
+    )
+    sample_id, run_id = _sample_of(conn, object_id)
+    conn.execute(
+        "UPDATE samples SET state = 'uploading', updated = ? WHERE id = ? AND state = 'pending'", (t, sample_id)
+    )
+    conn.execute("UPDATE runs SET state = 'uploading' WHERE id = ? AND state = 'ready'", (run_id,))
+
+
+def start_multipart(conn: sqlite3.Connection, object_id: int, s3_upload_id: str, part_size: int) -> None:
+    """Stored before the first part is sent, so a crash can always find (and resume or abort) it."""
+    conn.execute(
+        "UPDATE objects SET s3_upload_id = ?, part_size = ?, state = 'uploading', updated = ? WHERE id = ?",
+        (s3_upload_id, part_size, now(), object_id),
+    )
+    conn.execute("DELETE FROM parts WHERE object_id = ?", (object_id,))
+
+
+def record_part(conn: sqlite3.Connection, object_id: int, part: PartRow) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO parts (object_id, part_number, offset, size, etag, checksum, done)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (object_id, part.number, part.offset, part.size, part.etag, part.checksum, now()),
+    )
+
+
+def parts_of(conn: sqlite3.Connection, object_id: int) -> dict[int, PartRow]:
+    rows = conn.execute(
+        "SELECT part_number, offset, size, etag, checksum FROM parts WHERE object_id = ? ORDER BY part_number",
+        (object_id,),
+    )
+    return {r[0]: PartRow(r[0], r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def replace_parts(conn: sqlite3.Connection, object_id: int, parts: Iterable[PartRow]) -> None:
+    """Make the journal's parts what S3 says they are (after ListParts on resume)."""
+    conn.execute("DELETE FROM parts WHERE object_id = ?", (object_id,))
+    for p in parts:
+        record_part(conn, object_id, p)
+
+
+def reset_object(
+    conn: sqlite3.Connection, object_id: int, reason: str, sources: Sequence[SourceFile] | None = None
+) -> None:
+    """Start the object again from nothing (multipart upload gone or a source changed)."""
+    obj = get_object(conn, object_id)
+    new_sources = tuple(sources) if sources is not None else obj.sources
+    conn.execute("DELETE FROM parts WHERE object_id = ?", (object_id,))
+    conn.execute(
+        "UPDATE objects SET s3_upload_id = NULL, part_size = NULL, state = 'pending', sha256 = NULL, etag = NULL,"
+        " sources = ?, size = ?, attempts = attempts + 1, updated = ? WHERE id = ?",
+        (encode_sources(new_sources), sum(s.size for s in new_sources), now(), object_id),
+    )
+    log_event(conn, "warning", "upload", obj.destination_path, f"starting the object again: {reason}")
+
+
+def set_completing(conn: sqlite3.Connection, object_id: int) -> None:
+    conn.execute("UPDATE objects SET state = 'completing', updated = ? WHERE id = ?", (now(), object_id))
+
+
+def finish_object(conn: sqlite3.Connection, object_id: int, sha256: str | None, etag: str | None) -> SampleProgress:
+    """The object is in S3 and verified. Returns its sample's state afterwards ('uploaded' once all are)."""
+    t = now()
+    conn.execute(
+        "UPDATE objects SET state = 'done', sha256 = COALESCE(?, sha256), etag = COALESCE(?, etag), error = NULL,"
+        " updated = ? WHERE id = ?",
+        (sha256, etag, t, object_id),
+    )
+    sample_id, run_id = _sample_of(conn, object_id)
+    left = conn.execute(
+        "SELECT COUNT(*) FROM objects WHERE sample_id = ? AND state != 'done'", (sample_id,)
+    ).fetchone()[0]
+    if left == 0:
+        conn.execute(
+            "UPDATE samples SET state = 'uploaded', updated = ? WHERE id = ? AND state IN ('pending', 'uploading')",
+            (t, sample_id),
+        )
+    refresh_run(conn, run_id)
+    return _progress(conn, sample_id)
+
+
+def fail_object(conn: sqlite3.Connection, object_id: int, error: str) -> None:
+    """The object cannot be uploaded; its sample fails with the reason, the rest goes on."""
+    obj = get_object(conn, object_id)
+    t = now()
+    conn.execute("UPDATE objects SET state = 'failed', error = ?, updated = ? WHERE id = ?", (error, t, object_id))
+    sample_id, _ = _sample_of(conn, object_id)
+    fail_sample(conn, sample_id, f"{obj.destination_path}: {error}")
+
+
+# -- samples and assignment -----------------------------------------------------------------------------------
+def fail_sample(conn: sqlite3.Connection, sample_id: int, error: str) -> None:
+    row = conn.execute("SELECT run_id, folder, client_id FROM samples WHERE id = ?", (sample_id,)).fetchone()
+    conn.execute(
+        "UPDATE samples SET state = 'failed', error = ?, updated = ? WHERE id = ?", (error[:2000], now(), sample_id)
+    )
+    log_event(conn, "error", "upload", f"{row['folder']}/{row['client_id']}", error)
+    refresh_run(conn, int(row["run_id"]))
+
+
+def assign_candidates(conn: sqlite3.Connection) -> list[AssignCandidate]:
+    rows = conn.execute(
+        "SELECT s.id, s.run_id, s.client_id, s.folder, s.project_id, s.metadata, s.state, a.state AS assignment"
+        " FROM samples s LEFT JOIN assignments a ON a.sample_id = s.id"
+        " WHERE s.state IN ('uploaded', 'assigning') AND s.project_id IS NOT NULL ORDER BY s.id"
+    ).fetchall()
+    out = []
+    for r in rows:
+        uploads = {
+            o["read"]: o["upload_id"]
+            for o in conn.execute("SELECT read, upload_id FROM objects WHERE sample_id = ?", (r["id"],))
+        }
+        out.append(
+            AssignCandidate(
+                sample_id=r["id"],
+                run_id=r["run_id"],
+                client_id=r["client_id"],
+                folder=r["folder"],
+                project_id=r["project_id"],
+                metadata=r["metadata"],
+                state=r["state"],
+                uploads=uploads,
+                assignment=r["assignment"],
+            )
+        )
+    return out
+
+
+def mark_requested(conn: sqlite3.Connection, sample_ids: Sequence[int], project_id: str) -> None:
+    """Written BEFORE the assignment POST: after a crash a `requested` row means 'check the sheet first'."""
+    t = now()
+    for sid in sample_ids:
+        conn.execute(
+            "INSERT OR REPLACE INTO assignments (sample_id, project_id, state, requested)"
+            " VALUES (?, ?, 'requested', ?)",
+            (sid, project_id, t),
+        )
+        conn.execute("UPDATE samples SET state = 'assigning', updated = ? WHERE id = ?", (t, sid))
+
+
+def mark_assigned(conn: sqlite3.Connection, sample_id: int, gencove_sample_id: str | None) -> SampleProgress:
+    t = now()
+    row = conn.execute("SELECT run_id, project_id FROM samples WHERE id = ?", (sample_id,)).fetchone()
+    conn.execute(
+        "INSERT INTO assignments (sample_id, project_id, state, requested, done, gencove_sample_id)"
+        " VALUES (?, ?, 'done', ?, ?, ?) ON CONFLICT (sample_id) DO UPDATE SET state = 'done', done = excluded.done,"
+        " gencove_sample_id = COALESCE(excluded.gencove_sample_id, assignments.gencove_sample_id)",
+        (sample_id, row["project_id"], t, t, gencove_sample_id),
+    )
+    conn.execute(
+        "UPDATE samples SET state = 'assigned', error = NULL, gencove_sample_id = COALESCE(?, gencove_sample_id),"
+        " updated = ? WHERE id = ?",
+        (gencove_sample_id, t, sample_id),
+    )
+    refresh_run(conn, int(row["run_id"]))
+    return _progress(conn, sample_id)
+
+
+def mark_assigned_many(conn: sqlite3.Connection, done: Sequence[tuple[int, str | None]]) -> list[SampleProgress]:
+    """`mark_assigned` for a whole batch in one transaction."""
+    return [mark_assigned(conn, sid, gid) for sid, gid in done]
+
+
+def clear_requested(conn: sqlite3.Connection, sample_ids: Sequence[int]) -> None:
+    """The POST is known not to have assigned these (a definite refusal): forget the request."""
+    for sid in sample_ids:
+        conn.execute("DELETE FROM assignments WHERE sample_id = ? AND state = 'requested'", (sid,))
+
+
+def _progress(conn: sqlite3.Connection, sample_id: int) -> SampleProgress:
+    row = conn.execute(
+        "SELECT s.state, s.project_id, r.completed_at FROM samples s JOIN runs r ON r.id = s.run_id WHERE s.id = ?",
+        (sample_id,),
+    ).fetchone()
+    return SampleProgress(sample_id, row["state"], row["project_id"], float(row["completed_at"]))
+
+
+# -- runs and reports -----------------------------------------------------------------------------------------
+def _sample_of(conn: sqlite3.Connection, object_id: int) -> tuple[int, int]:
+    row = conn.execute(
+        "SELECT s.id, s.run_id FROM objects o JOIN samples s ON s.id = o.sample_id WHERE o.id = ?", (object_id,)
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def refresh_run(conn: sqlite3.Connection, run_id: int) -> str:
+    """Derive a run's state from its samples: done/failed once every sample is final."""
+    rows = conn.execute("SELECT state, project_id FROM samples WHERE run_id = ?", (run_id,)).fetchall()
+    states = [r["state"] for r in rows]
+    final = [s in FINAL_SAMPLE_STATES or (s == "uploaded" and p is None) for s, p in rows]
+    failed = states.count("failed")
+    if rows and all(final):
+        state = "failed" if failed else "done"
+        error = f"{failed} of {len(rows)} samples failed" if failed else None
+        conn.execute(
+            "UPDATE runs SET state = ?, done_at = COALESCE(done_at, ?), error = COALESCE(?, error) WHERE id = ?",
+            (state, now(), error, run_id),
+        )
+        return state
+    if any(s in ("pending", "uploading") for s in states):
+        started = any(s != "pending" for s in states)
+        state = "uploading" if started else "ready"
+    elif rows:
+        state = "uploaded"
+    else:
+        state = "ready"
+    conn.execute("UPDATE runs SET state = ?, done_at = NULL WHERE id = ?", (state, run_id))
+    return state
+
+
+def run_ids_for(conn: sqlite3.Connection, paths: Sequence[tuple[str, str]]) -> list[int]:
+    """Run ids of (path, analysis) pairs that are recorded."""
+    ids = []
+    for path, analysis in paths:
+        row = conn.execute("SELECT id FROM runs WHERE path = ? AND analysis = ?", (path, analysis)).fetchone()
+        if row is not None:
+            ids.append(int(row[0]))
+    return ids
+
+
+def outcomes(conn: sqlite3.Connection, run_ids: Sequence[int]) -> list[SampleOutcome]:
+    out = []
+    for run_id in run_ids:
+        run = conn.execute("SELECT name FROM runs WHERE id = ?", (run_id,)).fetchone()
+        for s in conn.execute("SELECT * FROM samples WHERE run_id = ? ORDER BY client_id", (run_id,)).fetchall():
+            objs = tuple(
+                ObjectOutcome(o["read"], o["destination_path"], o["state"], o["size"], o["sha256"], o["error"])
+                for o in conn.execute("SELECT * FROM objects WHERE sample_id = ? ORDER BY read", (s["id"],))
+            )
+            out.append(
+                SampleOutcome(
+                    run_id=run_id,
+                    run_name=run["name"],
+                    client_id=s["client_id"],
+                    folder=s["folder"],
+                    project_id=s["project_id"],
+                    state=s["state"],
+                    error=s["error"],
+                    gencove_sample_id=s["gencove_sample_id"],
+                    objects=objs,
+                )
+            )
+    return out
+
+
+def unfinished_samples(conn: sqlite3.Connection, run_ids: Sequence[int]) -> int:
+    """Samples of these runs that still have upload or assignment work left."""
+    if not run_ids:
+        return 0
+    marks = ",".join("?" * len(run_ids))
+    return int(
+        conn.execute(
+            f"SELECT COUNT(*) FROM samples WHERE run_id IN ({marks}) AND NOT (state IN ('assigned', 'failed')"
+            f" OR (state = 'uploaded' AND project_id IS NULL))",
+            tuple(run_ids),
+        ).fetchone()[0]
+    )
+
+
+def remaining_bytes(conn: sqlite3.Connection, run_ids: Sequence[int]) -> int:
+    """Bytes of the objects of these runs that are not uploaded yet (for a progress bar)."""
+    if not run_ids:
+        return 0
+    marks = ",".join("?" * len(run_ids))
+    return int(
+        conn.execute(
+            f"SELECT COALESCE(SUM(o.size), 0) FROM objects o JOIN samples s ON s.id = o.sample_id"
+            f" WHERE s.run_id IN ({marks}) AND o.state IN ('pending', 'uploading', 'completing')"
+            f" AND s.state != 'failed'",
+            tuple(run_ids),
+        ).fetchone()[0]
+    )

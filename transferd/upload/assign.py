@@ -1,0 +1,248 @@
+"""Exactly-once assignment of uploaded samples to their project.
+
+A sample is assigned once both reads succeeded *and* the sample sheet lists them (`search=<gncv folder>/`,
+`status=all`) with our upload ids; the server needs a few seconds after the object lands. Rounds poll with
+growing intervals (never a fixed sleep), and a sample waits at most `upload.assign_deadline`.
+
+Exactly once: the assignment row is written `requested` BEFORE the POST and `done` (with the Gencove sample id)
+after it. A `requested` row found later means the outcome is unknown (crash, or the answer was lost), so the
+sheet is asked first (`status=assigned`): listed there -> record it as done, never POST again. A 400 is handled
+the same way: re-check the sheet; whatever is not assigned there fails with the server's message (a batch that
+failed is retried one sample at a time first, so one bad sample cannot fail 199 good ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from transferd.gencove.client import ASSIGN_BATCH, GencoveClient
+from transferd.journal import Journal
+from transferd.journal import uploads as jq
+from transferd.log import event
+from transferd.retry import ApiError, classify
+from transferd.stats import STATS
+
+log = logging.getLogger(__name__)
+
+# Fault-injection hook for tests and the soak: with TRANSFERD_CRASH_AT=after_assign_request the process dies
+# (os._exit(137), like SIGKILL) right after the assignment POST returned and before the journal records it.
+CRASH_ENV = "TRANSFERD_CRASH_AT"
+CRASH_AFTER_ASSIGN = "after_assign_request"
+
+FIRST_INTERVAL = 0.5  # seconds between sample-sheet polls, doubling up to MAX_INTERVAL
+MAX_INTERVAL = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A candidate matched to its sample-sheet entry."""
+
+    candidate: jq.AssignCandidate
+    entry: dict[str, Any]
+
+
+def _upload_of(entry: dict[str, Any], read: str) -> str | None:
+    fastq = entry.get("fastq") or {}
+    item = fastq.get(read.lower())
+    return item.get("upload") if isinstance(item, dict) else None
+
+
+def matches(entry: dict[str, Any], cand: jq.AssignCandidate) -> bool:
+    """The sheet entry is this sample: same client_id and exactly our upload ids for R1 (and R2)."""
+    return (
+        entry.get("client_id") == cand.client_id
+        and _upload_of(entry, "R1") == cand.uploads.get("R1")
+        and _upload_of(entry, "R2") == cand.uploads.get("R2")
+    )
+
+
+def batches(items: list[_Ready], size: int = ASSIGN_BATCH) -> list[list[_Ready]]:
+    """Chunks of at most `size`, never an empty one."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _message(e: ApiError) -> str:
+    body = e.body
+    if isinstance(body, dict):
+        parts = []
+        for k, v in body.items():
+            text = "; ".join(str(x) for x in v) if isinstance(v, list) else str(v)
+            parts.append(text if k in ("detail", "non_field_errors") else f"{k}: {text}")
+        return f"HTTP {e.status}: " + "; ".join(parts)
+    return f"HTTP {e.status}: {body}"
+
+
+class Assigner:
+    def __init__(
+        self,
+        journal: Journal,
+        api: GencoveClient,
+        deadline: float,
+        draining: asyncio.Event,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._journal = journal
+        self._api = api
+        self._deadline = deadline
+        self._draining = draining
+        self._on_change = on_change
+        self._first_seen: dict[int, float] = {}  # sample id -> monotonic time it became a candidate
+        self.busy = False  # a POST is in flight (stop() lets it finish)
+        self.wake = asyncio.Event()
+
+    async def loop(self) -> None:
+        """Rounds until cancelled: right away when woken (a sample finished uploading), else with growing
+        intervals while samples wait for the sheet."""
+        interval = FIRST_INTERVAL
+        while not self._draining.is_set():
+            self.wake.clear()
+            waiting = await self.round()
+            if self._draining.is_set():
+                return
+            timeout = interval if waiting else MAX_INTERVAL * 2
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout)
+                interval = FIRST_INTERVAL
+            except TimeoutError:
+                interval = min(interval * 2, MAX_INTERVAL)
+
+    async def round(self) -> int:
+        """One pass over every candidate; returns how many still wait."""
+        cands = await self._journal.run(jq.assign_candidates)
+        live = {c.sample_id for c in cands}
+        for sid in list(self._first_seen):
+            if sid not in live:
+                del self._first_seen[sid]
+        by_folder: dict[str, list[jq.AssignCandidate]] = defaultdict(list)
+        for c in cands:
+            self._first_seen.setdefault(c.sample_id, time.monotonic())
+            by_folder[c.folder].append(c)
+        waiting = 0
+        for folder, group in by_folder.items():
+            if self._draining.is_set():
+                break
+            try:
+                waiting += await self._folder(folder, group)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as e:  # the API is down beyond the retry deadline: try again next round
+                STATS.error("assign")
+                event(log, "assign.round_failed", logging.WARNING, folder=folder, error=str(e))
+                waiting += await self._expire(group, f"sample sheet unavailable: {e}")
+        self._on_change()
+        return waiting
+
+    async def _folder(self, folder: str, group: list[jq.AssignCandidate]) -> int:
+        sheet = await self._api.sample_sheet(f"{folder}/", "all")
+        assigned: list[dict[str, Any]] | None = None
+        ready: list[_Ready] = []
+        not_listed: list[jq.AssignCandidate] = []
+        for c in group:
+            entry = next((e for e in sheet if matches(e, c)), None)
+            if entry is None:
+                not_listed.append(c)
+                continue
+            if c.assignment == "requested":
+                # Unknown outcome of an earlier POST: the sheet decides, never a second POST blindly.
+                if assigned is None:
+                    assigned = await self._api.sample_sheet(f"{folder}/", "assigned")
+                if any(matches(e, c) for e in assigned):
+                    await self._record([(c, None)], recovered=True)
+                    continue
+            ready.append(_Ready(c, entry))
+        waiting = await self._expire(not_listed, "its uploads did not appear in the sample sheet")
+        by_target: dict[tuple[str, str | None], list[_Ready]] = defaultdict(list)
+        for r in ready:
+            by_target[(r.candidate.project_id, r.candidate.metadata)].append(r)
+        for (project_id, metadata), items in by_target.items():
+            for batch in batches(items):
+                if self._draining.is_set():
+                    return waiting
+                await self._assign(folder, project_id, metadata, batch)
+        return waiting
+
+    async def _expire(self, cands: list[jq.AssignCandidate], why: str) -> int:
+        """Fail the candidates that waited longer than the deadline; returns how many still wait."""
+        waiting = 0
+        now = time.monotonic()
+        for c in cands:
+            if now - self._first_seen.get(c.sample_id, now) > self._deadline:
+                await self._fail([c], f"not assigned within {self._deadline:g}s: {why}")
+            else:
+                waiting += 1
+        return waiting
+
+    async def _assign(self, folder: str, project_id: str, metadata: str | None, batch: list[_Ready]) -> None:
+        ids = [r.candidate.sample_id for r in batch]
+        await self._journal.run(jq.mark_requested, ids, project_id)
+        self.busy = True
+        try:
+            answer = await self._api.assign(
+                project_id, [r.entry for r in batch], json.loads(metadata) if metadata else None
+            )
+        except ApiError as e:
+            if e.status == 400:
+                await self._after_400(folder, project_id, metadata, batch, e)
+            elif classify(e) is None:
+                # A definite refusal (404 project, 403): nothing was assigned.
+                await self._journal.run(jq.clear_requested, ids)
+                await self._fail([r.candidate for r in batch], f"assignment to project {project_id}: {_message(e)}")
+            else:
+                # Retries ran out: the outcome is unknown; the rows stay `requested` and the sheet decides later.
+                STATS.error("assign")
+                event(log, "assign.unknown_outcome", logging.WARNING, folder=folder, samples=len(batch), error=str(e))
+            return
+        finally:
+            self.busy = False
+        if os.environ.get(CRASH_ENV) == CRASH_AFTER_ASSIGN:
+            os._exit(137)  # test-only fault injection (see CRASH_ENV above)
+        by_r1 = {_upload_of(u, "R1"): u.get("sample") for u in answer}
+        await self._record([(r.candidate, by_r1.get(r.candidate.uploads.get("R1"))) for r in batch])
+        event(log, "assign.done", folder=folder, project=project_id, samples=len(batch))
+
+    async def _after_400(
+        self, folder: str, project_id: str, metadata: str | None, batch: list[_Ready], e: ApiError
+    ) -> None:
+        assigned = await self._api.sample_sheet(f"{folder}/", "assigned")
+        done = [r for r in batch if any(matches(a, r.candidate) for a in assigned)]
+        if done:
+            await self._record([(r.candidate, None) for r in done], recovered=True)
+        rest = [r for r in batch if r not in done]
+        await self._journal.run(jq.clear_requested, [r.candidate.sample_id for r in rest])
+        if len(rest) > 1:
+            for r in rest:  # isolate the sample(s) the server refuses
+                if self._draining.is_set():
+                    return
+                await self._assign(folder, project_id, metadata, [r])
+        elif rest:
+            await self._fail([rest[0].candidate], f"assignment to project {project_id} refused: {_message(e)}")
+
+    async def _record(self, done: list[tuple[jq.AssignCandidate, str | None]], recovered: bool = False) -> None:
+        progress = await self._journal.run(jq.mark_assigned_many, [(c.sample_id, sid) for c, sid in done])
+        now = time.time()
+        for (c, sid), p in zip(done, progress, strict=True):
+            STATS.sample_done("assigned")
+            STATS.observe_e2e("upload", max(0.0, now - p.completed_at))
+            self._first_seen.pop(c.sample_id, None)
+            event(
+                log, "assign.sample_assigned", sample=f"{c.folder}/{c.client_id}", project=c.project_id,
+                gencove_sample=sid, recovered=recovered,
+            )  # fmt: skip
+        STATS.success("assign")
+        self._on_change()
+
+    async def _fail(self, cands: list[jq.AssignCandidate], error: str) -> None:
+        for c in cands:
+            STATS.error("assign")
+            event(log, "assign.sample_failed", logging.ERROR, sample=f"{c.folder}/{c.client_id}", error=error)
+            await self._journal.run(jq.fail_sample, c.sample_id, error)
+            self._first_seen.pop(c.sample_id, None)
+        self._on_change()

@@ -1,0 +1,398 @@
+"""One object, uploaded resumably: Gencove slot -> S3 multipart -> verified completion.
+
+Per attempt: check the sources against their recorded versions; reconcile the journal with ListParts; read the
+concatenated sources once, in order, part by part (feeding the whole-object SHA-256), sending the parts S3 does
+not have yet (several at once, under the global byte budget and request semaphore) and only re-hashing the ones
+it has (their md5 must equal S3's ETag, else they are sent again); re-stat the sources; complete; check the
+size with HeadObject. A changed source or a vanished multipart upload starts the object again (bounded);
+anything not retryable fails the object, with the reason in the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from transferd.discovery.gzipcheck import check_gzip_file
+from transferd.discovery.models import SourceFile
+from transferd.gencove.client import GencoveClient
+from transferd.journal import Journal
+from transferd.journal import uploads as jq
+from transferd.log import event
+from transferd.retry import ApiError
+from transferd.stats import STATS
+from transferd.upload.budget import ByteBudget
+from transferd.upload.s3 import MultipartGone, RemotePart, S3Backend
+from transferd.upload.stream import (
+    PartData,
+    PartSpec,
+    SourceChanged,
+    SourceReader,
+    part_size_for,
+    plan_parts,
+    restat,
+    stat_changes,
+)
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 5  # starts of one object (source changes, lost multipart uploads) before it fails
+HASH_CHUNK = 4 * 1024**2
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    object_id: int
+    destination_path: str
+    outcome: str  # uploaded | skipped (Gencove already has it) | failed | interrupted (stopping)
+    size: int
+    sha256: str | None = None
+    parts_sent: int = 0
+    parts_reused: int = 0
+    error: str | None = None
+    sample: jq.SampleProgress | None = None  # the sample's state afterwards, when this object changed it
+
+
+@dataclass
+class ObjectProgress:
+    """Live numbers of one object in flight (for `in_flight()` / status)."""
+
+    destination_path: str
+    size: int
+    bytes_done: int = 0
+    parts_total: int = 0
+    parts_done: int = 0
+    parts_in_flight: int = 0
+    started: float = field(default_factory=time.time)
+
+
+class _Restart(Exception):
+    """Start the object again from nothing; `sources` are the versions to use."""
+
+    def __init__(self, reason: str, sources: tuple[SourceFile, ...] | None = None) -> None:
+        super().__init__(reason)
+        self.sources = sources
+
+
+class ObjectEngine:
+    def __init__(
+        self,
+        journal: Journal,
+        api: GencoveClient,
+        s3: Callable[[], Awaitable[S3Backend]],
+        budget: ByteBudget,
+        requests: asyncio.Semaphore,
+        min_part_size: int,
+        draining: asyncio.Event,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self._journal = journal
+        self._api = api
+        self._s3 = s3
+        self._budget = budget
+        self._requests = requests
+        self._min_part_size = min_part_size
+        self._draining = draining
+        self._on_progress = on_progress
+        self.active: dict[int, ObjectProgress] = {}
+
+    # -- entry point ----------------------------------------------------------------------------------------
+    async def upload(self, obj: jq.ObjectRow) -> UploadResult:
+        """Upload one object; never raises except on cancellation (failures are journaled and returned)."""
+        progress = ObjectProgress(obj.destination_path, obj.size)
+        self.active[obj.id] = progress
+        STATS.in_flight("upload", objects=1)
+        try:
+            while True:
+                try:
+                    return await self._attempt(obj, progress)
+                except _Restart as r:
+                    obj = await self._restart(obj, str(r), r.sources)
+                    if obj.attempts >= MAX_ATTEMPTS:
+                        return await self._fail(obj, f"gave up after {obj.attempts} starts; last: {r}")
+                    progress.bytes_done = progress.parts_done = 0
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # every other failure is this object's, recorded, and the rest goes on
+            return await self._fail(obj, _describe(e))
+        finally:
+            STATS.in_flight("upload", objects=-1)
+            self.active.pop(obj.id, None)
+
+    async def _fail(self, obj: jq.ObjectRow, error: str) -> UploadResult:
+        STATS.error("upload")
+        event(log, "upload.object_failed", logging.ERROR, object=obj.destination_path, error=error)
+        await self._journal.run(jq.fail_object, obj.id, error)
+        return UploadResult(obj.id, obj.destination_path, "failed", obj.size, error=error)
+
+    async def _restart(self, obj: jq.ObjectRow, reason: str, sources: tuple[SourceFile, ...] | None) -> jq.ObjectRow:
+        event(log, "upload.object_restart", logging.WARNING, object=obj.destination_path, reason=reason)
+        obj = await self._journal.run(jq.get_object, obj.id)  # the attempt may have started a multipart upload
+        if obj.s3_upload_id and obj.bucket and obj.key:
+            s3 = await self._s3()
+            await s3.abort(obj.bucket, obj.key, obj.s3_upload_id)
+        await self._journal.run(jq.reset_object, obj.id, reason, sources)
+        return await self._journal.run(jq.get_object, obj.id)
+
+    # -- one attempt ------------------------------------------------------------------------------------------
+    async def _attempt(self, obj: jq.ObjectRow, progress: ObjectProgress) -> UploadResult:
+        slot = await self._api.upload_slot(obj.destination_path)
+        if obj.bucket and (slot.bucket, slot.key) != (obj.bucket, obj.key) and obj.s3_upload_id:
+            raise _Restart(f"Gencove moved the upload to s3://{slot.bucket}/{slot.key}")
+        await self._journal.run(jq.set_slot, obj.id, slot.id, slot.bucket, slot.key)
+        obj = await self._journal.run(jq.get_object, obj.id)
+        if slot.succeeded:
+            # Gencove already has these bytes (an earlier run, or our completion before a crash): never resend.
+            sha256 = None
+            if obj.s3_upload_id and not obj.sha256 and not await asyncio.to_thread(stat_changes, obj.sources):
+                sha256 = await asyncio.to_thread(hash_sources, obj.sources)  # we sent them: keep the record whole
+            state = await self._journal.run(jq.finish_object, obj.id, sha256, None)
+            self._advance(progress, obj.size)
+            event(log, "upload.object_skipped", object=obj.destination_path, reason="already succeeded on Gencove")
+            return UploadResult(obj.id, obj.destination_path, "skipped", obj.size, sha256 or obj.sha256, sample=state)
+
+        await self._check_sources(obj)
+        s3 = await self._s3()
+        assert obj.bucket and obj.key
+        remote: dict[int, RemotePart] = {}
+        if obj.s3_upload_id:
+            try:
+                remote = await s3.list_parts(obj.bucket, obj.key, obj.s3_upload_id)
+            except MultipartGone:
+                if obj.state == "completing":
+                    done = await self._completed_before(s3, obj)
+                    if done is not None:
+                        return done
+                raise _Restart(f"multipart upload {obj.s3_upload_id} no longer exists") from None
+        if not obj.s3_upload_id:
+            part_size = part_size_for(obj.size, self._min_part_size)
+            upload_id = await s3.create(obj.bucket, obj.key)
+            await self._journal.run(jq.start_multipart, obj.id, upload_id, part_size)
+            obj = await self._journal.run(jq.get_object, obj.id)
+        assert obj.s3_upload_id and obj.part_size
+        plan = plan_parts(obj.size, obj.part_size)
+        progress.parts_total = len(plan)
+        # S3 is the truth for which parts exist; journal rows S3 does not have are dropped (resent below).
+        journaled = await self._journal.run(jq.parts_of, obj.id)
+        candidates = {n: rp for n, rp in remote.items() if n <= len(plan) and rp.size == plan[n - 1].size}
+        keep = [p for n, p in journaled.items() if n in candidates and candidates[n].etag == p.etag]
+        await self._journal.run(jq.replace_parts, obj.id, keep)
+        parts = {p.number: p for p in keep}
+
+        sent, reused, interrupted, sha256 = await self._stream(s3, obj, plan, candidates, parts, progress)
+        if interrupted:
+            event(log, "upload.object_interrupted", object=obj.destination_path, parts_done=len(parts))
+            return UploadResult(obj.id, obj.destination_path, "interrupted", obj.size, None, sent, reused)
+
+        changes = await asyncio.to_thread(stat_changes, obj.sources)
+        if changes:
+            raise _Restart("source changed during the upload: " + "; ".join(changes), await self._new_sources(obj))
+        await self._journal.run(jq.set_completing, obj.id)
+        try:
+            etag = await s3.complete(obj.bucket, obj.key, obj.s3_upload_id, list(parts.values()))
+        except MultipartGone:
+            head = await s3.head(obj.bucket, obj.key)
+            if head is None or head[0] != obj.size or not head[1].endswith(f"-{len(plan)}"):
+                raise _Restart(f"multipart upload {obj.s3_upload_id} vanished before completion") from None
+            etag = head[1]  # an earlier Complete went through; its answer was lost
+        head = await s3.head(obj.bucket, obj.key)
+        if head is None or head[0] != obj.size:
+            got = "no object" if head is None else f"{head[0]} bytes"
+            raise _Restart(f"after completion S3 holds {got}, expected {obj.size} bytes (sum of the sources)")
+        state = await self._journal.run(jq.finish_object, obj.id, sha256, etag)
+        STATS.object_done("upload")
+        STATS.file_done("upload", len(obj.sources))
+        event(
+            log, "upload.object_done", object=obj.destination_path, size=obj.size, sha256=sha256, parts=len(plan),
+            sent=sent, reused=reused,
+        )  # fmt: skip
+        return UploadResult(obj.id, obj.destination_path, "uploaded", obj.size, sha256, sent, reused, None, state)
+
+    async def _stream(
+        self,
+        s3: S3Backend,
+        obj: jq.ObjectRow,
+        plan: tuple[PartSpec, ...],
+        candidates: dict[int, RemotePart],
+        parts: dict[int, jq.PartRow],
+        progress: ObjectProgress,
+    ) -> tuple[int, int, bool, str]:
+        """Read every part in order (one pass feeds the SHA-256); send those S3 lacks. Returns (sent, reused,
+        interrupted, sha256 hex)."""
+        assert obj.bucket and obj.key and obj.s3_upload_id
+        sent = reused = 0
+        interrupted = False
+        reader = SourceReader(obj.sources, md5=not s3.checksums, crc32=s3.checksums)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for spec in plan:
+                    if self._draining.is_set():
+                        interrupted = True
+                        break
+                    await self._budget.acquire(spec.size)
+                    STATS.in_flight("upload", nbytes=spec.size)
+                    handed_off = False
+                    try:
+                        have = candidates.get(spec.number)
+                        try:
+                            data = await asyncio.to_thread(reader.read, spec, md5=True if have else None)
+                        except SourceChanged as e:
+                            raise _Restart(str(e), await self._new_sources(obj)) from None
+                        if have is not None and have.etag == data.md5:
+                            # S3 has this part already (journaled, or acknowledged just before a crash).
+                            if spec.number not in parts:
+                                row = jq.PartRow(spec.number, spec.offset, spec.size, have.etag, data.crc32)
+                                await self._journal.run(jq.record_part, obj.id, row)
+                                parts[spec.number] = row
+                            reused += 1
+                            self._advance(progress, spec.size, part=True)
+                            continue
+                        if self._draining.is_set():
+                            interrupted = True
+                            break
+                        if have is not None:
+                            event(log, "upload.part_mismatch", logging.WARNING, object=obj.destination_path,
+                                  part=spec.number, etag=have.etag, md5=data.md5)  # fmt: skip
+                        sent += 1
+                        progress.parts_in_flight += 1
+                        tg.create_task(self._send(s3, obj, data, parts, progress))
+                        handed_off = True  # _send releases the budget when the part is done
+                        del data  # the send task holds the only reference: freed when the part is done
+                    finally:
+                        if not handed_off:
+                            self._release(spec.size)
+        except BaseExceptionGroup as eg:
+            raise _first_error(eg) from None
+        finally:
+            reader.close()
+        interrupted = interrupted or len(parts) < len(plan)  # parts skipped because we are stopping
+        return sent, reused, interrupted, reader.sha256.hexdigest()
+
+    async def _send(
+        self, s3: S3Backend, obj: jq.ObjectRow, data: PartData, parts: dict[int, jq.PartRow], progress: ObjectProgress
+    ) -> None:
+        assert obj.bucket and obj.key and obj.s3_upload_id
+        size = data.spec.size
+        try:
+            async with self._requests:
+                if self._draining.is_set():
+                    return  # stopping: a part that has not started yet is not started now
+                started = time.monotonic()
+                try:
+                    row = await s3.upload_part(obj.bucket, obj.key, obj.s3_upload_id, data)
+                except MultipartGone as e:
+                    raise _Restart(str(e)) from None
+                finally:
+                    del data  # S3 has the bytes (or will get them again later): free them before the journal write
+                STATS.observe_part(time.monotonic() - started)
+            await self._journal.run(jq.record_part, obj.id, row)
+            parts[row.number] = row
+            STATS.add_bytes("upload", size)
+            self._advance(progress, size, part=True)
+            event(log, "upload.part_done", logging.DEBUG, object=obj.destination_path, part=row.number, size=size)
+        finally:
+            progress.parts_in_flight -= 1
+            self._release(size)
+
+    def _release(self, n: int) -> None:
+        self._budget.release(n)
+        STATS.in_flight("upload", nbytes=-n)
+
+    def _advance(self, progress: ObjectProgress, n: int, part: bool = False) -> None:
+        progress.bytes_done += n
+        if part:
+            progress.parts_done += 1
+        if self._on_progress is not None:
+            self._on_progress(n)
+
+    # -- sources ------------------------------------------------------------------------------------------------
+    async def _check_sources(self, obj: jq.ObjectRow) -> None:
+        changes = await asyncio.to_thread(stat_changes, obj.sources)
+        if changes:
+            raise _Restart("source changed since it was recorded: " + "; ".join(changes), await self._new_sources(obj))
+
+    async def _new_sources(self, obj: jq.ObjectRow) -> tuple[SourceFile, ...]:
+        """The changed sources' current versions, only if each is still a whole gzip stream: a file being
+        rewritten must never be sent half-written (the object fails instead, with the reason)."""
+        try:
+            fresh = await asyncio.to_thread(restat, obj.sources)
+        except OSError as e:
+            raise SourceGone(f"source file is gone: {e.filename}: {e.strerror}") from None
+        for old, new in zip(obj.sources, fresh, strict=True):
+            if old.version != new.version:
+                problem = await asyncio.to_thread(check_gzip_file, new.path)
+                if problem:
+                    raise SourceGone(f"{new.path} changed and is no longer a complete gzip stream: {problem}")
+        return fresh
+
+    async def _completed_before(self, s3: S3Backend, obj: jq.ObjectRow) -> UploadResult | None:
+        """A crash during completion: if the object is in S3 with the right size, finish it (hashing locally)."""
+        assert obj.bucket and obj.key
+        head = await s3.head(obj.bucket, obj.key)
+        if head is None or head[0] != obj.size:
+            return None
+        if await asyncio.to_thread(stat_changes, obj.sources):
+            return None
+        sha256 = await asyncio.to_thread(hash_sources, obj.sources)
+        state = await self._journal.run(jq.finish_object, obj.id, sha256, head[1])
+        STATS.object_done("upload")
+        return UploadResult(obj.id, obj.destination_path, "uploaded", obj.size, sha256, sample=state)
+
+
+class SourceGone(Exception):
+    """A source vanished or is being rewritten: the object fails (not retried)."""
+
+
+def hash_sources(sources: tuple[SourceFile, ...]) -> str:
+    h = hashlib.sha256()
+    for src in sources:
+        with open(src.path, "rb") as fh:
+            while chunk := fh.read(HASH_CHUNK):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _first_error(eg: BaseExceptionGroup) -> BaseException:
+    """The first real error of a task group (a _Restart wins: it is the planned way out)."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+
+    walk(eg)
+    for e in leaves:
+        if isinstance(e, _Restart):
+            return e
+    for e in leaves:
+        if not isinstance(e, asyncio.CancelledError):
+            return e
+    return leaves[0] if leaves else eg
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, ApiError):
+        return f"Gencove API {e.operation}: HTTP {e.status}: {_body_text(e.body)}"
+    from botocore.exceptions import ClientError
+
+    if isinstance(e, ClientError):
+        err = e.response.get("Error", {})
+        op = getattr(e, "operation_name", "S3")
+        return f"S3 {op}: {err.get('Code', '?')}: {err.get('Message', '')}".rstrip(": ")
+    return f"{type(e).__name__}: {e}"
+
+
+def _body_text(body: object) -> str:
+    if isinstance(body, dict):
+        msgs = []
+        for k, v in body.items():
+            text = "; ".join(str(x) for x in v) if isinstance(v, list) else str(v)
+            msgs.append(text if k in ("detail", "non_field_errors") else f"{k}: {text}")
+        return "; ".join(msgs)
+    return str(body)
