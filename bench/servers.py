@@ -59,6 +59,9 @@ class SandboxServer:
             "--json",
             "--s3-endpoint",
             self.s3_endpoint,
+            # No background HEADs on objects being written (s3rver hashes them); the API still checks on demand.
+            "--upload-poll-interval",
+            "0",
             *self.extra_args,
         ]
         with open(self.log_path, "ab") as log:

@@ -79,6 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--credentials-ttl", type=_seconds, default=3600.0, help="upload credential lifetime, s (default: %(default)s)"
     )
     parser.add_argument(
+        "--upload-poll-interval",
+        type=_seconds,
+        default=0.5,
+        help="check started uploads with HeadObject this often; 0 = only when asked (default: %(default)s)",
+    )
+    parser.add_argument(
         "--watch-pid",
         type=int,
         metavar="PID",
@@ -103,6 +109,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         bucket=args.bucket,
         deliverables_bucket=args.deliverables_bucket,
         project_id=args.project_id,
+        upload_poll_interval=args.upload_poll_interval,
         settings=Settings(
             sample_delay=args.sample_delay,
             restore_delay=args.restore_delay,

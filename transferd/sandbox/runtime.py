@@ -53,6 +53,9 @@ class SandboxConfig:
     project_id: str | None = None
     project_name: str = "sandbox"
     settings: Settings = field(default_factory=Settings)
+    # How often uploads still `started` are checked with HeadObject; 0 = only when the API is asked about them.
+    # Benchmarks turn it off: a HEAD on an object being written makes some S3 servers (s3rver) hash it.
+    upload_poll_interval: float = POLL_INTERVAL
 
 
 class Sandbox:
@@ -176,7 +179,8 @@ class Sandbox:
             pid=os.getpid(),
             s3_upstream_url=upstream,
         )
-        self._service_tasks.spawn(self._poll_uploads(), name="upload-poller")
+        if self.config.upload_poll_interval > 0:
+            self._service_tasks.spawn(self._poll_uploads(), name="upload-poller")
 
     async def _serve(self, runner: web.AppRunner, port: int) -> str:
         await runner.setup()
@@ -230,7 +234,7 @@ class Sandbox:
 
     async def _poll_uploads(self) -> None:
         while True:
-            await asyncio.sleep(POLL_INTERVAL)
+            await asyncio.sleep(self.config.upload_poll_interval)
             started = self.state.started_uploads()
             if not started:
                 continue
