@@ -17,6 +17,10 @@ Fixtures (names are stable; other test packages rely on them):
       `uploads`, `assignments`, `samples`, `sample`, `set_sample_status`, and `api(method, path, ...)`
       for any Gencove endpoint with the sandbox's key.
 
+- `journal` (function): a fresh `Journal` under `tmp_path / "state"`, closed after the test.
+- `fresh_stats` (function): resets the process-wide `STATS`; request it (or `usefixtures`) where counts are
+  asserted.
+
 Helpers for polling and test data live in `tests/helpers.py` (`wait_for`, `make_fastq_gz`, `sha256_file`).
 """
 
@@ -30,7 +34,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests can `from helpers import ...`
 
+from transferd.journal import Journal
 from transferd.sandbox import SandboxProcess
+from transferd.stats import STATS
 
 SANDBOX_ARGS = ("--sample-delay", "0.5", "--restore-delay", "0.5")
 
@@ -45,3 +51,15 @@ def sandbox_proc() -> Iterator[SandboxProcess]:
 def sandbox(sandbox_proc: SandboxProcess) -> SandboxProcess:
     sandbox_proc.control.reset()
     return sandbox_proc
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    j = Journal.open(tmp_path / "state" / "journal.sqlite3")
+    yield j
+    j.close()
+
+
+@pytest.fixture
+def fresh_stats() -> None:
+    STATS.reset()

@@ -12,14 +12,14 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+
+from transferd.synthetic import write_fastq_gz
 
 T = TypeVar("T")
 
@@ -62,17 +62,7 @@ def make_fastq_gz(
     read_length: int = 100,
     compresslevel: int = 6,
 ) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    lines = []
-    for i in range(reads):
-        sequence = rng.randbytes(read_length).translate(_BASES)
-        quality = rng.randbytes(read_length).translate(_QUALS)
-        lines.append(b"@read%d/%d\n%s\n+\n%s\n" % (i, seed, sequence, quality))
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0) as gz:
-        gz.write(b"".join(lines))
-    return path
+    return write_fastq_gz(Path(path), reads, seed, compresslevel, read_length)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -25,9 +25,11 @@ def fastq_records(reads: int, seed: int, read_length: int = 100) -> bytes:
     return b"".join(out)
 
 
-def write_fastq_gz(path: Path, reads: int = 1000, seed: int = 0, compresslevel: int = 1) -> Path:
+def write_fastq_gz(
+    path: Path, reads: int = 1000, seed: int = 0, compresslevel: int = 1, read_length: int = 100
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = gzip.compress(fastq_records(reads, seed), compresslevel=compresslevel, mtime=0)
+    data = gzip.compress(fastq_records(reads, seed, read_length), compresslevel=compresslevel, mtime=0)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.rename(path)  # appear whole, as a copy tool with a temp name would

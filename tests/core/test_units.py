@@ -19,7 +19,10 @@ def test_bad_durations(bad: object) -> None:
 
 @pytest.mark.parametrize(
     ("text", "n"),
-    [("64MiB", 64 * 1024**2), ("8 MB", 8_000_000), ("1.5GiB", 1536 * 1024**2), (4096, 4096), ("10", 10), ("1kib", 1024)],
+    [
+        ("64MiB", 64 * 1024**2), ("8 MB", 8_000_000), ("1.5GiB", 1536 * 1024**2), (4096, 4096), ("10", 10),
+        ("1kib", 1024),
+    ],
 )
 def test_sizes(text: str | int, n: int) -> None:
     assert parse_size(text) == n

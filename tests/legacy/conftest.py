@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from legacy_support import Legacy
 
-from transferd.journal import Journal
 from transferd.sandbox import SandboxProcess
-from transferd.stats import STATS
 
 
 @pytest.fixture(autouse=True)
-def _fresh_stats() -> None:
-    STATS.reset()
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal.open(tmp_path / "state" / "journal.sqlite3")
-    yield j
-    j.close()
+def _fresh_stats(fresh_stats: None) -> None:
+    """Counts are asserted here: every test starts from zero."""
 
 
 @pytest.fixture

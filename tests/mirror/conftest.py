@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,24 +16,15 @@ import pytest
 from helpers import wait_for
 
 from transferd.config import Config, DownloadConfig, GencoveConfig, ProjectSource
-from transferd.journal import Journal
 from transferd.retry import Policy
 from transferd.sandbox import SandboxProcess
-from transferd.stats import STATS
 
 FAST = Policy(deadline=20, initial=0.02, max_wait=0.2)
 
 
 @pytest.fixture(autouse=True)
-def _fresh_stats() -> None:
-    STATS.reset()
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal.open(tmp_path / "state" / "journal.sqlite3")
-    yield j
-    j.close()
+def _fresh_stats(fresh_stats: None) -> None:
+    """Counts are asserted here: every test starts from zero."""
 
 
 @pytest.fixture
