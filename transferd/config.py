@@ -106,7 +106,7 @@ class DownloadConfig:
     interval: float = 300.0
     include_failed: bool = False
     auto_restore: bool = False
-    concurrency: int = 4  # files in flight
+    concurrency: int = 8  # files in flight
     max_bytes_in_flight: int = 64 * 1024**2
     webhook_secret_file: Path | None = None
     webhook_tolerance: float = 300.0

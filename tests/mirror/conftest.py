@@ -16,10 +16,7 @@ import pytest
 from helpers import wait_for
 
 from transferd.config import Config, DownloadConfig, GencoveConfig, ProjectSource
-from transferd.retry import Policy
 from transferd.sandbox import SandboxProcess
-
-FAST = Policy(deadline=20, initial=0.02, max_wait=0.2)
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,11 @@ from typing import Any, TypeVar
 
 from helpers import sha256_file
 
+from transferd.retry import Policy
+
 T = TypeVar("T")
+
+FAST = Policy(deadline=20, initial=0.02, max_wait=0.2)  # fast retries for tests
 
 
 def default_path(root: Path, sample: dict[str, Any], f: dict[str, Any]) -> Path:

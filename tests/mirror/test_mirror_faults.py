@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST
 from helpers import sha256_file
-from mirror_support import assert_mirrored, default_path, file_of
+from mirror_support import FAST, assert_mirrored, default_path, file_of
 
 from transferd.config import Config, ProjectSource
 from transferd.journal import Journal

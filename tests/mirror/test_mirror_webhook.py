@@ -12,9 +12,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from conftest import FAST
 from helpers import wait_for
-from mirror_support import assert_mirrored, default_path, eventually
+from mirror_support import FAST, assert_mirrored, default_path, eventually
 
 from transferd.config import Config, ProjectSource
 from transferd.journal import Journal

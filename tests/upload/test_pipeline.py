@@ -10,7 +10,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from conftest import (
+from helpers import make_fastq_gz, wait_for
+from upload_support import (
     FAST,
     MiB,
     make_config,
@@ -23,7 +24,6 @@ from conftest import (
     sources_of,
     uploads_by_path,
 )
-from helpers import make_fastq_gz, wait_for
 
 from transferd.config import Config, WatchConfig
 from transferd.gencove.client import GencoveClient
@@ -327,3 +327,25 @@ async def test_a_vanished_multipart_upload_starts_the_object_again(sandbox: Sand
     assert s3_sha256(sandbox, up["s3"]["bucket"], up["s3"]["object_name"]) == sha256_concat(
         sources_of(run_dir, "A", "R1")
     )
+
+
+async def test_the_next_object_streams_while_an_earlier_one_completes(sandbox: SandboxProcess, tmp_path: Path) -> None:
+    """An object gives its streaming slot back once its last part is handed off: with max_objects = 1, the
+    second read's parts reach S3 while the first one's (slow) CompleteMultipartUpload is still running, and
+    both objects still end verified and journaled in order (parts, completing, done)."""
+    run_dir = make_run(tmp_path / "RUNC", {"A": 1}, mib_per_file=2)
+    sandbox.control.add_fault(target="s3", operation="CompleteMultipartUpload", latency=1.5, times=None)
+    cfg = setup(sandbox, tmp_path, max_objects=1)
+    report = await upload_once(cfg, tmp_path / "j.sqlite3", make_watch(tmp_path, None), run_dir)
+    assert report.ok, [(s.client_id, s.state, s.error) for s in report.samples]
+    s3_log = sandbox.control.log(target="s3")
+    completes = [e for e in s3_log if e["operation"] == "CompleteMultipartUpload" and e["status"] == 200]
+    assert len(completes) == 2
+    first, second = sorted(completes, key=lambda e: e["seq"])
+    second_parts = [e for e in s3_log if e["operation"] == "UploadPart" and e["upload_id"] == second["upload_id"]]
+    assert second_parts and min(e["seq"] for e in second_parts) < first["seq"]  # overlapped the first Complete
+    for read in ("R1", "R2"):
+        up = uploads_by_path(sandbox)[f"gncv://seq1/RUNC/A_{read}.fastq.gz"]
+        assert s3_sha256(sandbox, up["s3"]["bucket"], up["s3"]["object_name"]) == sha256_concat(
+            sources_of(run_dir, "A", read)
+        )

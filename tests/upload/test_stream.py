@@ -17,6 +17,7 @@ from transferd.upload.stream import (
     MAX_PARTS,
     MIN_PART_SIZE,
     MiB,
+    PartBuffers,
     PartSpec,
     Segment,
     SourceChanged,
@@ -108,6 +109,42 @@ def test_reader_yields_the_concatenation_with_its_hashes(tmp_path: Path) -> None
             got.append(body)
         assert b"".join(got) == whole
         assert reader.sha256.hexdigest() == hashlib.sha256(whole).hexdigest()
+
+
+def test_reader_into_a_reused_buffer_gives_the_same_parts_read_only(tmp_path: Path) -> None:
+    blobs = [os.urandom(1000), b"", os.urandom(1), os.urandom(2500)]
+    paths = []
+    for i, blob in enumerate(blobs):
+        p = tmp_path / f"f{i}.fastq.gz"
+        p.write_bytes(blob)
+        paths.append(source(p))
+    whole = b"".join(blobs)
+    pool = PartBuffers()
+    with SourceReader(paths, md5=True, crc32=True) as reader:
+        for spec in plan_parts(len(whole), 700):
+            buf = pool.take(700) if spec.size == 700 else None
+            part = reader.read(spec, into=buf)
+            assert bytes(part.body) == whole[spec.offset : spec.end]
+            assert part.md5 == hashlib.md5(whole[spec.offset : spec.end]).hexdigest()
+            if isinstance(part.body, memoryview):
+                assert part.body.readonly  # immutable for retries
+            del part
+            if buf is not None:
+                pool.give(buf, room=700)
+        assert reader.sha256.hexdigest() == hashlib.sha256(whole).hexdigest()
+
+
+def test_part_buffers_are_reused_within_the_room_they_are_given() -> None:
+    pool = PartBuffers()
+    a, b = pool.take(100), pool.take(100)
+    pool.give(a, room=150)
+    pool.give(b, room=150)  # no room for a second free buffer: dropped
+    assert pool.free_bytes == 100 and pool.take(100) is a
+    pool.give(a, room=1000)
+    pool.give(bytearray(200), room=1000)  # another part size: the old ones go
+    assert pool.free_bytes == 200
+    pool.trim(100)
+    assert pool.free_bytes == 0
 
 
 def test_reader_insists_on_order_for_the_whole_object_hash(tmp_path: Path) -> None:

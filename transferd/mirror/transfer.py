@@ -21,7 +21,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +41,8 @@ from transferd.stats import STATS
 log = logging.getLogger(__name__)
 
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
-READ_CHUNK = 256 * 1024
-MAX_BUFFER = 8 * 1024**2  # bytes gathered before one write (and hash) in a thread
+IOV_MAX = 1024  # Linux's limit of buffers per writev
+MAX_BUFFER = 4 * 1024**2  # bytes gathered before one write (and hash) in a thread
 PROGRESS_EVERY = 64 * 1024**2  # journal bytes_done this often
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # Whole-file re-downloads after a checksum mismatch, per fetch; then the file fails until the next cycle.
@@ -115,7 +115,7 @@ class Transfer:
         self,
         journal: Journal,
         *,
-        concurrency: int = 4,
+        concurrency: int = 8,
         max_bytes_in_flight: int = 64 * 1024**2,
         policy: Policy = DEFAULT_POLICY,
         skip_existing: bool = True,
@@ -313,19 +313,23 @@ class Transfer:
                     self.on_bytes(have)
                 live.resumed = True
             await self.journal.run(jd.file_progress, job.source, d.file_id, have)
-            buf = bytearray()
+            # The chunks aiohttp hands over are kept as they are (no copy on the event loop) and written with
+            # one writev, and hashed, in the file's thread once `self.buffer` bytes are gathered.
+            chunks: list[bytes] = []
+            held = 0
             next_progress = have + PROGRESS_EVERY
+            on_bytes = self.on_bytes
             try:
-                async for chunk in resp.content.iter_chunked(READ_CHUNK):
-                    buf += chunk
+                async for chunk in resp.content.iter_any():
+                    chunks.append(chunk)
                     n = len(chunk)
+                    held += n
                     live.moved += n
                     STATS.add_bytes("download", n)
-                    if self.on_bytes is not None:
-                        self.on_bytes(n)
-                    if len(buf) >= self.buffer:
-                        data = bytes(buf)
-                        buf.clear()  # handed over before the write: an interruption never writes it twice
+                    if on_bytes is not None:
+                        on_bytes(n)
+                    if held >= self.buffer:
+                        data, chunks, held = chunks, [], 0  # handed over before the write: never written twice
                         await part.op(part.write, data)
                         if part.size >= next_progress:
                             next_progress = part.size + PROGRESS_EVERY
@@ -333,12 +337,12 @@ class Transfer:
             except BaseException:
                 # Interrupted (reset, timeout, shutdown): keep the prefix we hold, so the next attempt or
                 # run resumes after it. It is verified with the rest of the file.
-                if buf:
+                if chunks:
                     with contextlib.suppress(OSError):
-                        await part.op(part.write, bytes(buf))
+                        await part.op(part.write, chunks)
                 raise
-            if buf:
-                await part.op(part.write, bytes(buf))
+            if chunks:
+                await part.op(part.write, chunks)
 
 
 @dataclass(slots=True)
@@ -401,13 +405,23 @@ class _PartFile:
         self.size = 0
         self.hasher = hashlib.sha256()
 
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        self.hasher.update(data)
-        self.size += len(data)
+    def write(self, chunks: Sequence[bytes]) -> None:
+        """Append `chunks` (one `writev` per up to IOV_MAX of them, partial writes continued) and hash them."""
+        views = [memoryview(c) for c in chunks if len(c)]
+        i = 0
+        while i < len(views):
+            n = os.writev(self.fd, views[i : i + IOV_MAX])
+            while n:
+                if n >= len(views[i]):
+                    n -= len(views[i])
+                    i += 1
+                else:
+                    views[i] = views[i][n:]
+                    n = 0
+        update = self.hasher.update
+        for c in chunks:
+            update(c)
+            self.size += len(c)
 
     def discard(self) -> None:
         _unlink(self.path)

@@ -185,8 +185,11 @@ async def _stream(
                 if cut is not None and sent + len(chunk) >= cut:
                     await response.write(chunk[: max(0, cut - sent)])
                     sent = cut
+                    # Close (FIN after the bytes already written) rather than abort (RST): a reset makes the
+                    # client's kernel drop data it has not read yet, so the cut point would be anyone's guess.
+                    # The body ends short of its Content-Length either way: a broken transfer mid-body.
                     if request.transport is not None:
-                        request.transport.abort()
+                        request.transport.close()
                     return response, sent
                 await response.write(chunk)
                 sent += len(chunk)

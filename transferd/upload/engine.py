@@ -28,6 +28,7 @@ from transferd.stats import STATS
 from transferd.upload.budget import ByteBudget
 from transferd.upload.s3 import MultipartGone, RemotePart, S3Backend
 from transferd.upload.stream import (
+    PartBuffers,
     PartData,
     PartSpec,
     SourceChanged,
@@ -98,17 +99,22 @@ class ObjectEngine:
         self._draining = draining
         self._on_progress = on_progress
         self.active: dict[int, ObjectProgress] = {}
+        self._buffers = PartBuffers()
 
     # -- entry point ----------------------------------------------------------------------------------------
-    async def upload(self, obj: jq.ObjectRow) -> UploadResult:
-        """Upload one object; never raises except on cancellation (failures are journaled and returned)."""
+    async def upload(self, obj: jq.ObjectRow, streamed: Callable[[], None] | None = None) -> UploadResult:
+        """Upload one object; never raises except on cancellation (failures are journaled and returned).
+
+        `streamed` is called (at most once per attempt) as soon as the object's last part has been read and
+        handed to its send task: from then on the object only waits for its parts' acknowledgements, the
+        Complete and the Head check, and its caller may start streaming the next object meanwhile."""
         progress = ObjectProgress(obj.destination_path, obj.size)
         self.active[obj.id] = progress
         STATS.in_flight("upload", objects=1)
         try:
             while True:
                 try:
-                    return await self._attempt(obj, progress)
+                    return await self._attempt(obj, progress, streamed)
                 except _Restart as r:
                     obj = await self._restart(obj, str(r), r.sources)
                     if obj.attempts >= MAX_ATTEMPTS:
@@ -138,7 +144,9 @@ class ObjectEngine:
         return await self._journal.run(jq.get_object, obj.id)
 
     # -- one attempt ------------------------------------------------------------------------------------------
-    async def _attempt(self, obj: jq.ObjectRow, progress: ObjectProgress) -> UploadResult:
+    async def _attempt(
+        self, obj: jq.ObjectRow, progress: ObjectProgress, streamed: Callable[[], None] | None = None
+    ) -> UploadResult:
         slot = await self._api.upload_slot(obj.destination_path)
         if obj.bucket and (slot.bucket, slot.key) != (obj.bucket, obj.key) and obj.s3_upload_id:
             raise _Restart(f"Gencove moved the upload to s3://{slot.bucket}/{slot.key}")
@@ -182,7 +190,7 @@ class ObjectEngine:
         await self._journal.run(jq.replace_parts, obj.id, keep)
         parts = {p.number: p for p in keep}
 
-        sent, reused, interrupted, sha256 = await self._stream(s3, obj, plan, candidates, parts, progress)
+        sent, reused, interrupted, sha256 = await self._stream(s3, obj, plan, candidates, parts, progress, streamed)
         if interrupted:
             event(log, "upload.object_interrupted", object=obj.destination_path, parts_done=len(parts))
             return UploadResult(obj.id, obj.destination_path, "interrupted", obj.size, None, sent, reused)
@@ -219,9 +227,11 @@ class ObjectEngine:
         candidates: dict[int, RemotePart],
         parts: dict[int, jq.PartRow],
         progress: ObjectProgress,
+        streamed: Callable[[], None] | None = None,
     ) -> tuple[int, int, bool, str]:
         """Read every part in order (one pass feeds the SHA-256); send those S3 lacks. Returns (sent, reused,
-        interrupted, sha256 hex)."""
+        interrupted, sha256 hex). `streamed()` is called once every part has been read and handed off, before
+        waiting for the sends to finish."""
         assert obj.bucket and obj.key and obj.s3_upload_id
         sent = reused = 0
         interrupted = False
@@ -235,12 +245,20 @@ class ObjectEngine:
                     await self._budget.acquire(spec.size)
                     STATS.in_flight("upload", nbytes=spec.size)
                     handed_off = False
+                    # Full-size parts are read into a reused buffer. It goes back to the pool only once nothing
+                    # can touch it any more: never after a cancelled read (the thread may still be writing).
+                    buf = self._buffers.take(spec.size) if spec.size == obj.part_size else None
+                    if buf is None:  # a short last part: free buffers must leave room for its own buffer
+                        self._buffers.trim(self._budget.capacity - self._budget.used)
+                    reusable = False
                     try:
                         have = candidates.get(spec.number)
                         try:
-                            data = await asyncio.to_thread(reader.read, spec, md5=True if have else None)
+                            data = await asyncio.to_thread(reader.read, spec, md5=True if have else None, into=buf)
                         except SourceChanged as e:
+                            reusable = True
                             raise _Restart(str(e), await self._new_sources(obj)) from None
+                        reusable = True
                         if have is not None and have.etag == data.md5:
                             # S3 has this part already (journaled, or acknowledged just before a crash).
                             if spec.number not in parts:
@@ -249,6 +267,7 @@ class ObjectEngine:
                                 parts[spec.number] = row
                             reused += 1
                             self._advance(progress, spec.size, part=True)
+                            del data
                             continue
                         if self._draining.is_set():
                             interrupted = True
@@ -258,12 +277,15 @@ class ObjectEngine:
                                   part=spec.number, etag=have.etag, md5=data.md5)  # fmt: skip
                         sent += 1
                         progress.parts_in_flight += 1
-                        tg.create_task(self._send(s3, obj, data, parts, progress))
-                        handed_off = True  # _send releases the budget when the part is done
+                        tg.create_task(self._send(s3, obj, data, parts, progress, buf))
+                        handed_off = True  # _send releases the budget (and the buffer) when the part is done
                         del data  # the send task holds the only reference: freed when the part is done
                     finally:
                         if not handed_off:
-                            self._release(spec.size)
+                            self._release(spec.size, buf if reusable else None)
+                reader.close()  # every part is read: the files are not needed while the last sends finish
+                if streamed is not None:
+                    streamed()
         except BaseExceptionGroup as eg:
             raise _first_error(eg) from None
         finally:
@@ -272,21 +294,34 @@ class ObjectEngine:
         return sent, reused, interrupted, reader.sha256.hexdigest()
 
     async def _send(
-        self, s3: S3Backend, obj: jq.ObjectRow, data: PartData, parts: dict[int, jq.PartRow], progress: ObjectProgress
+        self,
+        s3: S3Backend,
+        obj: jq.ObjectRow,
+        data: PartData,
+        parts: dict[int, jq.PartRow],
+        progress: ObjectProgress,
+        buf: bytearray | None = None,
     ) -> None:
         assert obj.bucket and obj.key and obj.s3_upload_id
         size = data.spec.size
+        reusable = False  # `buf` goes back to the pool only when the request is over (not when cancelled)
         try:
             async with self._requests:
                 if self._draining.is_set():
+                    reusable = True
                     return  # stopping: a part that has not started yet is not started now
                 started = time.monotonic()
                 try:
                     row = await s3.upload_part(obj.bucket, obj.key, obj.s3_upload_id, data)
                 except MultipartGone as e:
+                    reusable = True
                     raise _Restart(str(e)) from None
+                except Exception:
+                    reusable = True
+                    raise
                 finally:
                     del data  # S3 has the bytes (or will get them again later): free them before the journal write
+                reusable = True
                 STATS.observe_part(time.monotonic() - started)
             await self._journal.run(jq.record_part, obj.id, row)
             parts[row.number] = row
@@ -295,11 +330,17 @@ class ObjectEngine:
             event(log, "upload.part_done", logging.DEBUG, object=obj.destination_path, part=row.number, size=size)
         finally:
             progress.parts_in_flight -= 1
-            self._release(size)
+            self._release(size, buf if reusable else None)
 
-    def _release(self, n: int) -> None:
+    def _release(self, n: int, buf: bytearray | None = None) -> None:
+        if buf is not None:
+            # Before the release: a part waiting for these bytes of budget takes this very buffer. Free buffers
+            # plus the other parts' bytes stay within the budget.
+            self._buffers.give(buf, self._budget.capacity - self._budget.used + n)
         self._budget.release(n)
         STATS.in_flight("upload", nbytes=-n)
+        if self._budget.used == 0:
+            self._buffers.clear()  # nothing in flight: give the memory back
 
     def _advance(self, progress: ObjectProgress, n: int, part: bool = False) -> None:
         progress.bytes_done += n

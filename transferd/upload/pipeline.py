@@ -8,8 +8,11 @@
 
 Work is always taken from the journal, so what a previous process left (pending objects, half-done multipart
 uploads, `requested` assignments) is picked up exactly like new work. Concurrency is bounded three ways, all
-shared by every object: `upload.max_objects` objects, `upload.concurrency` part requests and
-`upload.max_bytes_in_flight` bytes of part buffers. One S3 client (one credential set) serves them all.
+shared by every object: `upload.max_objects` objects streaming parts, `upload.concurrency` part requests and
+`upload.max_bytes_in_flight` bytes of part buffers. An object gives its streaming slot back as soon as its
+last part is handed off, so the next object's parts flow while it waits for its last acknowledgements,
+CompleteMultipartUpload (which S3 servers may take a while over) and the HeadObject check; at most
+`upload.max_objects` more objects may be finishing like that. One S3 client (one credential set) serves them all.
 
 Stopping: `stop(grace)` drains (no new objects, parts or assignment POSTs start; in-flight parts and a POST in
 flight may finish and be journaled) for at most `grace` seconds, then cancels what is left and returns once
@@ -95,7 +98,8 @@ class UploadPipeline:
         self._changed = asyncio.Event()  # some object or sample changed state
         self._grace = config.service.shutdown_grace
         self._running = False
-        self._active: set[int] = set()
+        self._active: set[int] = set()  # every object with a task (streaming or finishing)
+        self._streaming: set[int] = set()  # objects whose parts are still being read and handed off
         self._stack: AsyncExitStack | None = None
         self._s3: S3Backend | None = None
         self._s3_lock = asyncio.Lock()
@@ -218,10 +222,13 @@ class UploadPipeline:
         max_objects = self.config.upload.max_objects
         while not self._draining.is_set():
             self._wake.clear()
-            free = max_objects - len(self._active)
+            # Streaming slots bound reads and part buffers; finishing objects (parts handed off, waiting for
+            # acknowledgements, Complete and Head) hold no buffer and are bounded separately.
+            free = min(max_objects - len(self._streaming), 2 * max_objects - len(self._active))
             if free > 0:
                 for obj in await self.journal.run(jq.next_objects, sorted(self._active), free):
                     self._active.add(obj.id)
+                    self._streaming.add(obj.id)
                     tg.create_task(self._object(obj))
             queued = await self.journal.run(jq.count_pending_objects)
             STATS.set_queued("upload", max(0, queued - len(self._active)))
@@ -233,8 +240,13 @@ class UploadPipeline:
                 pass
 
     async def _object(self, obj: jq.ObjectRow) -> None:
+        def streamed() -> None:
+            if obj.id in self._streaming:
+                self._streaming.discard(obj.id)
+                self._wake.set()
+
         try:
-            result: UploadResult = await self.engine.upload(obj)
+            result: UploadResult = await self.engine.upload(obj, streamed)
             p = result.sample
             if p is not None and p.state == "uploaded":
                 STATS.sample_done("uploaded")
@@ -246,6 +258,7 @@ class UploadPipeline:
                 STATS.success("upload")
         finally:
             self._active.discard(obj.id)
+            self._streaming.discard(obj.id)
             self._wake.set()
             self._changed.set()
 

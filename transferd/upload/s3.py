@@ -68,7 +68,8 @@ def _unquote(etag: str) -> str:
 
 
 class PartStream:
-    """A part body that aiohttp sends straight from the part's `bytes` in 1 MiB slices.
+    """A part body that aiohttp sends straight from the part's buffer (`bytes` or a read-only view) in 1 MiB
+    slices.
 
     Given `bytes`, aiohttp writes them to the socket transport in one call, and asyncio copies whatever the
     socket did not take at once into the transport's buffer: a second copy of every part in flight. Sent as
@@ -78,15 +79,20 @@ class PartStream:
 
     SLICE = 1024**2
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | memoryview) -> None:
         self._data = data
         self._pos = 0
+        self._closed = False
+
+    def close(self) -> None:
+        """No slice is handed out after this (the part's buffer is about to be reused)."""
+        self._closed = True
 
     def read(self, n: int = -1) -> bytes:
         end = len(self._data) if n is None or n < 0 else min(len(self._data), self._pos + n)
         out = self._data[self._pos : end]
         self._pos = end
-        return out
+        return out if isinstance(out, bytes) else bytes(out)
 
     def seek(self, pos: int, whence: int = 0) -> int:
         base = {0: 0, 1: self._pos, 2: len(self._data)}[whence]
@@ -101,7 +107,7 @@ class PartStream:
 
     async def _slices(self) -> AsyncIterator[memoryview]:
         view = memoryview(self._data)
-        while self._pos < len(self._data):
+        while self._pos < len(self._data) and not self._closed:
             start = self._pos
             self._pos = min(len(self._data), start + self.SLICE)
             yield view[start : self._pos]
@@ -230,12 +236,15 @@ class S3Backend:
             kwargs["ContentMD5"] = base64.b64encode(bytes.fromhex(part.md5)).decode()
 
         async def once() -> Any:
-            try:  # a fresh stream per attempt (a sent stream is spent)
-                return await self._client.upload_part(Body=PartStream(part.body), **kwargs)
+            body = PartStream(part.body)  # a fresh stream per attempt (a sent stream is spent)
+            try:
+                return await self._client.upload_part(Body=body, **kwargs)
             except ClientError as e:
                 if _error_code(e) == "NoSuchUpload":
                     raise MultipartGone(f"s3://{bucket}/{key}: multipart upload {upload_id} is gone") from e
                 raise
+            finally:
+                body.close()
 
         resp = await self._call("upload_part", once)
         checksum = resp.get("ChecksumCRC32") or (part.crc32 if self.checksums else None)

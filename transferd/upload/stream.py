@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import mmap
 import os
 import zlib
 from collections.abc import Sequence
@@ -56,7 +57,7 @@ class PartData:
     """A part's bytes, read and hashed. `md5` (hex) is S3's ETag of a part; `crc32` is base64, as S3 wants it."""
 
     spec: PartSpec
-    body: bytes
+    body: bytes | memoryview  # immutable: bytes, or a read-only view of a pooled buffer or fresh mapping
     md5: str | None
     crc32: str | None
 
@@ -136,6 +137,46 @@ def restat(sources: Sequence[SourceFile]) -> tuple[SourceFile, ...]:
     return tuple(out)
 
 
+class PartBuffers:
+    """Reused part buffers: reading into a fresh buffer costs a page fault and a zeroed page per 4 KiB
+    (measured: ~0.5 CPU-s per GiB more than reading into a warm buffer), so full-size parts are read into
+    buffers taken from here and given back once their part is done (acknowledged, reused or dropped).
+
+    Event-loop only (not thread-safe). Free buffers never exceed what the byte budget leaves unused, so
+    buffers in flight plus free ones stay within `max_bytes_in_flight`; `clear()` (called when nothing is in
+    flight) hands everything back to the system.
+    """
+
+    def __init__(self) -> None:
+        self._free: list[bytearray] = []
+        self._size = 0
+
+    @property
+    def free_bytes(self) -> int:
+        return len(self._free) * self._size
+
+    def take(self, size: int) -> bytearray:
+        if size == self._size and self._free:
+            return self._free.pop()
+        return bytearray(size)
+
+    def give(self, buf: bytearray, room: int) -> None:
+        """Keep `buf` for reuse if `room` (bytes of budget not in flight) leaves space for it."""
+        if len(buf) != self._size:  # another part size (objects over ~80 GB have bigger parts): switch to it
+            self._free.clear()
+            self._size = len(buf)
+        if self.free_bytes + len(buf) <= room:
+            self._free.append(buf)
+
+    def trim(self, room: int) -> None:
+        """Drop free buffers until they take at most `room` bytes."""
+        while self._free and self.free_bytes > room:
+            self._free.pop()
+
+    def clear(self) -> None:
+        self._free.clear()
+
+
 class SourceReader:
     """Reads parts of the concatenated sources; blocking, for an executor thread. Not thread-safe: one object's
     parts are read one after another (that order also feeds the whole-object SHA-256).
@@ -168,30 +209,59 @@ class SourceReader:
             self._fds[i] = fd
         return fd
 
-    def read(self, spec: PartSpec, *, md5: bool | None = None) -> PartData:
-        """Read part `spec` and hash it. `md5` overrides the reader's default for this part."""
+    def read(self, spec: PartSpec, *, md5: bool | None = None, into: bytearray | None = None) -> PartData:
+        """Read part `spec` and hash it. `md5` overrides the reader's default for this part. With `into` (a
+        buffer of at least `spec.size` bytes, from `PartBuffers`) the bytes are read into it and the body is
+        a read-only view of it; the caller owns the buffer and must not reuse it while the body is in use."""
         if spec.offset != self.hashed:
             raise ValueError(f"parts must be read in order: expected offset {self.hashed}, got {spec.offset}")
-        chunks: list[bytes] = []
-        for seg in segments(self._sizes, spec.offset, spec.size):
-            fd = self._fd(seg.source)
-            done = 0
-            while done < seg.length:
-                chunk = os.pread(fd, seg.length - done, seg.file_offset + done)
-                if not chunk:
-                    raise SourceChanged(f"{self.sources[seg.source].path}: shorter than its recorded size")
-                chunks.append(chunk)
-                done += len(chunk)
-        # A part inside one file (the usual case) is the very bytes object pread returned: no copy. The body
-        # must be `bytes` (not a bytearray): io.BytesIO shares a bytes buffer, so sending it copies nothing.
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        del chunks
+        segs = segments(self._sizes, spec.offset, spec.size)
+        body: bytes | memoryview
+        if into is not None:
+            body = self._read_into(segs, memoryview(into)[: spec.size])
+        elif len(segs) == 1:
+            body = self._read_one(segs[0])  # the very bytes object pread returned: one copy
+        else:
+            body = self._read_into(segs, memoryview(mmap.mmap(-1, spec.size)))
         self.sha256.update(body)
         self.hashed += spec.size
         want_md5 = self._md5 if md5 is None else md5
         digest = hashlib.md5(body, usedforsecurity=False).hexdigest() if want_md5 else None
         crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode() if self._crc32 else None
         return PartData(spec, body, digest, crc)
+
+    def _read_one(self, seg: Segment) -> bytes:
+        fd = self._fd(seg.source)
+        chunk = os.pread(fd, seg.length, seg.file_offset)
+        if len(chunk) == seg.length:
+            return chunk
+        chunks = [chunk]
+        done = len(chunk)
+        while done < seg.length:  # a short read (rare for regular files): gather the rest
+            chunk = os.pread(fd, seg.length - done, seg.file_offset + done)
+            if not chunk:
+                raise SourceChanged(f"{self.sources[seg.source].path}: shorter than its recorded size")
+            chunks.append(chunk)
+            done += len(chunk)
+        return b"".join(chunks)
+
+    def _read_into(self, segs: Sequence[Segment], view: memoryview) -> memoryview:
+        """Read the segments one after another into `view` (a reused buffer, or for a part across file
+        boundaries without one a fresh anonymous mapping: no join, no zero fill, unmapped when the last view
+        of it goes) and return a read-only view, so the body stays immutable for retries."""
+        pos = 0
+        for seg in segs:
+            fd = self._fd(seg.source)
+            done = 0
+            while done < seg.length:
+                n = os.preadv(fd, [view[pos : pos + seg.length - done]], seg.file_offset + done)
+                if n <= 0:
+                    raise SourceChanged(f"{self.sources[seg.source].path}: shorter than its recorded size")
+                done += n
+                pos += n
+        ro = view.toreadonly()
+        view.release()
+        return ro
 
     def close(self) -> None:
         for fd in self._fds.values():
