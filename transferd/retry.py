@@ -112,10 +112,20 @@ def is_credential_error(exc: BaseException) -> bool:
     return classify(exc) == "expired_credentials"
 
 
+def never_processed(exc: BaseException) -> bool:
+    """Retry test for a request that must not run twice (an assignment): only failures that prove the server
+    never acted on it. A timeout, a reset mid-request or a 5xx may come after the server did the work, so the
+    caller must find out what happened (e.g. from the sample sheet) instead of sending it again."""
+    if isinstance(exc, ApiError):
+        return exc.status == 429
+    return isinstance(exc, aiohttp.ClientConnectorError)  # the connection was never made
+
+
 def retrying(
     operation: str,
     policy: Policy = DEFAULT_POLICY,
     on_retry: Callable[[BaseException], Awaitable[None] | None] | None = None,
+    retry_if: Callable[[BaseException], bool] | None = None,
 ) -> AsyncRetrying:
     """A tenacity loop for one operation: `async for attempt in retrying("s3.upload_part"): with attempt: ...`.
 
@@ -137,7 +147,7 @@ def retrying(
                 await res
 
     return AsyncRetrying(
-        retry=retry_if_exception(lambda e: classify(e) is not None),
+        retry=retry_if_exception(retry_if or (lambda e: classify(e) is not None)),
         stop=stop_after_delay(policy.deadline) | stop_after_attempt(policy.max_attempts),
         wait=_wait(policy),
         reraise=True,
@@ -164,9 +174,10 @@ async def call(
     fn: Callable[[], Awaitable[T]],
     policy: Policy = DEFAULT_POLICY,
     on_retry: Callable[[BaseException], Awaitable[None] | None] | None = None,
+    retry_if: Callable[[BaseException], bool] | None = None,
 ) -> T:
     """Run `fn()` under the retry policy and return its result."""
-    async for attempt in retrying(operation, policy, on_retry):
+    async for attempt in retrying(operation, policy, on_retry, retry_if):
         with attempt:
             return await fn()
     raise AssertionError("unreachable")

@@ -187,3 +187,20 @@ def test_bclconvert_output_inside_an_instrument_run_folder(layouts, files, later
     files.touch(run_dir / "bclconvert" / "Logs" / "FastqComplete.txt")
     [run] = scan_root(layouts.root, RULES, later)
     assert run.complete and [s.client_id for s in run.samples] == ["Z"] and run.samples[0].ready
+
+
+def test_each_manifest_in_the_watch_root_is_a_run_of_its_own(tmp_path: Path, files, later: float) -> None:
+    """Several root-level manifests never share a run identity (the journal keys runs by path + analysis)."""
+    root = tmp_path / "root"
+    for stem in ("batch-1", "batch-2"):
+        files.write_fastq(root / f".staging-{stem}" / "p1.r1.fq.gz")
+        files.write_fastq(root / f".staging-{stem}" / "p1.r2.fq.gz")
+        files.touch(
+            root / f"{stem}.fastq-map.csv",
+            f"client_id,r_notation,path\nP1,R1,.staging-{stem}/p1.r1.fq.gz\nP1,R2,.staging-{stem}/p1.r2.fq.gz\n",
+        )
+    runs = {r.name: r for r in scan_root(root, RULES, later)}
+    assert set(runs) == {"batch-1", "batch-2"}
+    assert runs["batch-1"].path == root / "batch-1.fastq-map.csv"
+    assert runs["batch-2"].path == root / "batch-2.fastq-map.csv"
+    assert all(r.complete and r.samples[0].ready for r in runs.values())

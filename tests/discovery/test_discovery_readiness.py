@@ -200,3 +200,29 @@ def test_unchanged_run_reuses_its_grouping_but_not_its_verdicts(layouts, files, 
     third = scan_root(layouts.root, rules, later + SETTLE, tracker)[0]
     assert third.samples[0].r1[0] is first.samples[0].r1[0]
     assert third.complete and all(s.ready for s in third.samples)  # completion and readiness are re-judged
+
+
+def test_unreadable_file_is_not_ready_and_checked_again_next_scan(layouts, later: float, monkeypatch) -> None:
+    """An I/O error (EACCES) says nothing about the content: never memoised, by the tracker or the run memo."""
+    from transferd.discovery import readiness
+    from transferd.discovery.gzipcheck import check_gzip_file
+
+    layouts.bclconvert()
+    tracker = StabilityTracker()
+    locked = True
+
+    def check(path: Path) -> str | None:
+        if locked and path.name.startswith("S1_") and "_R2_" in path.name:
+            return "cannot read: Permission denied"
+        return check_gzip_file(path)
+
+    monkeypatch.setattr(readiness, "check_gzip_file", check)
+    scan_root(layouts.root, RULES, later, tracker)
+    runs = scan_root(layouts.root, RULES, later + SETTLE, tracker)
+    s = sample(runs, "S1")
+    assert not s.ready and not s.settling and any("Permission denied" in p for p in s.problems)
+    runs = scan_root(layouts.root, RULES, later + 2 * SETTLE, tracker)
+    assert not sample(runs, "S1").ready
+    locked = False  # the permissions are fixed: no file version changed
+    runs = scan_root(layouts.root, RULES, later + 3 * SETTLE, tracker)
+    assert sample(runs, "S1").ready

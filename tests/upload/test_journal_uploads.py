@@ -172,3 +172,36 @@ def test_upload_only_samples_are_final_when_uploaded(journal: Journal) -> None:
     assert journal.call(jq.assign_candidates) == []
     assert journal.call(jq.unfinished_samples, [rid]) == 0
     assert journal.call(jq.remaining_bytes, [rid]) == 0
+
+
+def test_a_sample_failed_for_unavailable_sources_comes_back_when_seen_ready(journal: Journal) -> None:
+    rid = journal.call(jq.record_run, plan(run(sample("S1"), sample("S2")))).run_id
+    r1, r2 = journal.call(jq.next_objects, [], 2)
+    journal.call(jq.set_slot, r1.id, "U1", "bucket", "key1")
+    journal.call(jq.start_multipart, r1.id, "MPU1", 5 * 1024**2)
+    journal.call(jq.record_part, r1.id, jq.PartRow(1, 0, 100, "etag1"))
+    journal.call(jq.fail_object, r1.id, f"{jq.SOURCE_UNAVAILABLE}/data/run1/S1_L001_R1.fastq.gz: No such file")
+    s2 = [o for o in journal.call(jq.next_objects, [], 10) if "/S2_" in o.destination_path]
+    journal.call(jq.fail_object, s2[0].id, "S3 UploadPart: AccessDenied")  # another reason: stays failed
+    assert journal.call(jq.next_objects, [], 10) == []
+
+    journal.call(jq.record_run, plan(run(sample("S1"), sample("S2", ready=False, problems=("gone",)))))
+    obj = journal.call(jq.get_object, r1.id)
+    assert (obj.state, obj.s3_upload_id, obj.error, obj.attempts) == ("uploading", "MPU1", None, 0)
+    assert list(journal.call(jq.parts_of, r1.id)) == [1]  # resumed, not restarted
+    assert journal.call(jq.get_object, r2.id).state == "pending"
+    out = {s.client_id: s for s in journal.call(jq.outcomes, [rid])}
+    assert (out["S1"].state, out["S1"].error) == ("uploading", None)
+    assert out["S2"].state == "failed"
+    assert {o.id for o in journal.call(jq.next_objects, [], 10)} == {r1.id, r2.id}
+    assert journal.call(lambda c: c.execute("SELECT state FROM runs").fetchone()[0]) == "uploading"
+
+
+def test_a_sample_failed_for_unavailable_sources_stays_failed_until_seen_ready(journal: Journal) -> None:
+    journal.call(jq.record_run, plan(run(sample("S1"))))
+    r1 = journal.call(jq.next_objects, [], 1)[0]
+    journal.call(jq.fail_object, r1.id, f"{jq.SOURCE_UNAVAILABLE}/data/run1/S1_L001_R1.fastq.gz: No such file")
+    journal.call(jq.record_run, plan(run(sample("S1", ready=False, problems=("S1_L001_R1.fastq.gz: cut",)))))
+    journal.call(jq.record_run, plan(run(sample("S1", r2=False))))  # other reads than recorded
+    assert journal.call(jq.get_object, r1.id).state == "failed"
+    assert journal.call(jq.next_objects, [], 10) == []

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from helpers import make_fastq_gz, wait_for
 from upload_support import (
     FAST,
@@ -29,7 +30,9 @@ from transferd.config import Config, WatchConfig
 from transferd.gencove.client import GencoveClient
 from transferd.gencove.models import Credentials
 from transferd.journal import Journal
+from transferd.retry import Policy
 from transferd.sandbox import SandboxProcess
+from transferd.upload import assign
 from transferd.upload.pipeline import UploadPipeline, UploadReport
 from transferd.upload.s3 import S3Backend
 
@@ -349,3 +352,31 @@ async def test_the_next_object_streams_while_an_earlier_one_completes(sandbox: S
         assert s3_sha256(sandbox, up["s3"]["bucket"], up["s3"]["object_name"]) == sha256_concat(
             sources_of(run_dir, "A", read)
         )
+
+
+async def test_unanswered_assignment_post_is_not_sent_again_while_it_may_be_in_flight(
+    sandbox: SandboxProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Request timeout 1.5 s plus a 1 s margin: a POST whose answer never came may be in flight for 2.5 s.
+    monkeypatch.setattr(assign, "IN_FLIGHT_MARGIN", 1.0)
+    cfg = setup(sandbox, tmp_path)
+    cfg = dataclasses.replace(cfg, gencove=dataclasses.replace(cfg.gencove, request_timeout=1.5))
+    run_dir = make_run(tmp_path / "RUNU", {"A": 1})
+    seq = sandbox.control.last_log_seq()
+    # Both attempts of the first POST fail: its outcome is unknown to the assigner (retries ran out).
+    sandbox.control.add_fault(target="api", endpoint="project-samples", method="POST", status=503, times=2)
+    policy = Policy(deadline=60.0, initial=0.05, max_wait=0.2, max_attempts=2)
+    with Journal.open(tmp_path / "u.sqlite3") as journal:
+        async with GencoveClient(cfg.gencove.host, _key(cfg), policy=policy) as client:
+            pipeline = UploadPipeline(cfg, journal, client, s3_policy=FAST)
+            report = await pipeline.upload_once(make_watch(tmp_path, sandbox.info.project_id), scan(run_dir))
+    assert report.ok, [(s.client_id, s.state, s.error) for s in report.samples]
+    posts = sandbox.control.log(endpoint="project-samples", method="POST", since=seq)
+    assert [e["status"] for e in posts] == [503, 503, 201]
+    # Sent again only once the first could no longer be in flight, but then soon; the sheet was polled meanwhile.
+    gap = datetime.fromisoformat(posts[2]["time"]) - datetime.fromisoformat(posts[1]["time"])
+    assert timedelta(seconds=2.0) <= gap < timedelta(seconds=15), posts
+    sheet = sandbox.control.log(endpoint="sample-sheet", since=posts[1]["seq"])
+    polls = [e for e in sheet if e["seq"] < posts[2]["seq"]]
+    assert len(polls) >= 2, polls
+    assert [a["attempts"] for a in sandbox.control.assignments()] == [1, 1]

@@ -23,6 +23,14 @@ MAX_CANDIDATES = 256  # bounds the work on a window full of false "1f 8b 08" hit
 _READ_SIZE = 1 << 20
 _OUT_LIMIT = 1 << 20  # bounds the memory for output we throw away (zip bombs, long runs of N)
 _FEXTRA = 0x04
+# Verdicts that say the file could not be read (EACCES, EIO, a share gone): not about the content, so never
+# memoised; the file is judged again at the next scan.
+IO_ERROR_PREFIX = "cannot read: "
+
+
+def is_io_error(verdict: str | None) -> bool:
+    """True for a verdict of ``check_gzip_file`` that is an I/O error, not a finding about the content."""
+    return verdict is not None and verdict.startswith(IO_ERROR_PREFIX)
 
 
 class _StreamState:
@@ -151,4 +159,4 @@ def check_gzip_file(path: Path, window: int = TAIL_WINDOW) -> str | None:
                 return check_stream([tail])
             return check_stream(_read_chunks(fh))
     except OSError as err:
-        return f"cannot read: {err.strerror or err}"
+        return f"{IO_ERROR_PREFIX}{err.strerror or err}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transferd.discovery import completion
 from transferd.discovery.grouping import SampleDraft
-from transferd.discovery.gzipcheck import check_gzip_file
+from transferd.discovery.gzipcheck import check_gzip_file, is_io_error
 from transferd.discovery.models import Run, Sample, SourceFile
 from transferd.discovery.rules import DiscoveryRules
 from transferd.discovery.stability import StabilityTracker, UnitKey
@@ -72,7 +72,9 @@ def finish_unit(
     if since:
         changes.append(max(since))
     wanted = [m for alternatives in prep.requirements for m in alternatives]
-    present = {m for m in wanted if (prep.run_path / m).exists()}
+    # A root-level manifest's unit is the manifest file itself (its Run.path): markers live in its folder.
+    folder = prep.unit_dir if prep.run_path in prep.manifests else prep.run_path
+    present = {m for m in wanted if (folder / m).exists()}
     verdict = completion.judge(
         prep.layout,
         prep.requirements,
@@ -101,8 +103,8 @@ def finish_unit(
     hints: tuple[Path, ...] = ()
     if not verdict.complete:
         # Most telling first (watches are capped): the unit's folders, where its markers will appear, its FASTQs.
-        markers = [(prep.run_path / m).parent for m in wanted]
-        hints = tuple(dict.fromkeys([prep.run_path, prep.unit_dir, *markers, *prep.fastq_dirs]))
+        markers = [(folder / m).parent for m in wanted]
+        hints = tuple(dict.fromkeys([folder, prep.unit_dir, *markers, *prep.fastq_dirs]))
     return UnitScan(run=run, key=prep.key, hint_dirs=hints)
 
 
@@ -136,9 +138,10 @@ def _sample(
         # Last, and only for otherwise ready samples: this is the one step that reads file contents.
         gzip_problems = verdicts.get(id(d)) if verdicts is not None else None
         if gzip_problems is None:
-            gzip_problems = tuple(_gzip_problems(prep, d, stability))
-            if verdicts is not None:
-                verdicts[id(d)] = gzip_problems
+            found = _gzip_problems(prep, d, stability)
+            gzip_problems = tuple(p for p, _ in found)
+            if verdicts is not None and not any(io for _, io in found):
+                verdicts[id(d)] = gzip_problems  # an unreadable file is checked again next scan
         problems.extend(gzip_problems)
     return Sample(
         run_path=prep.run_path,
@@ -160,7 +163,8 @@ def _sample(
     )
 
 
-def _gzip_problems(prep: PreparedUnit, d: SampleDraft, stability: StabilityTracker | None) -> list[str]:
+def _gzip_problems(prep: PreparedUnit, d: SampleDraft, stability: StabilityTracker | None) -> list[tuple[str, bool]]:
+    """(problem, is an I/O error) per file that is not a whole gzip stream."""
     problems = []
     for f in d.files:
         if stability is not None:
@@ -168,5 +172,5 @@ def _gzip_problems(prep: PreparedUnit, d: SampleDraft, stability: StabilityTrack
         else:
             verdict = check_gzip_file(f.path)
         if verdict:
-            problems.append(f"{f.path.name}: {verdict}")
+            problems.append((f"{f.path.name}: {verdict}", is_io_error(verdict)))
     return problems

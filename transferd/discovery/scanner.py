@@ -218,7 +218,10 @@ def scan_manifest(
     run_name: str | None = None,
     signature: int | None = None,
 ) -> UnitScan:
-    """A delivery unit defined by one manifest; FASTQs beside it that it does not list are ignored."""
+    """A delivery unit defined by one manifest; FASTQs beside it that it does not list are ignored.
+
+    The unit's ``Run.path`` (and its key in the tracker and the journal) is the manifest file itself: several
+    manifests in one folder (a watch root) are separate units, never one run."""
     manifest_path = Path(os.path.abspath(manifest_path))
     folder = manifest_path.parent
     manifest = load_manifest(manifest_path, single_end=rules.single_end)
@@ -235,7 +238,7 @@ def scan_manifest(
     except OSError:
         pass
     prep = _prepare(
-        run_dir=folder,
+        run_dir=manifest_path,
         run_name=run_name or folder.name,
         analysis=None,
         unit_dir=folder,
@@ -303,7 +306,8 @@ def scan_root_detailed(
         elif is_manifest_name(entry.name):
             stem = entry.name[: -len(MANIFEST_SUFFIX)] or "manifest"
             signature = _manifest_signature(entry)
-            if stability is not None and stability.is_forgotten(unit_key(root, None, stem), signature):
+            walked.append(Path(entry.path))
+            if stability is not None and stability.is_forgotten(unit_key(Path(entry.path), None, stem), signature):
                 continue
             unit = scan_manifest(Path(entry.path), rules, now, stability, run_name=stem, signature=signature)
             if stem in run_names:

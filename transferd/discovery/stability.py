@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from transferd.discovery.gzipcheck import is_io_error
 from transferd.discovery.models import SourceFile
 
 UnitKey = tuple[str, str | None, str]  # (run folder, analysis, run name): one delivery unit
@@ -142,7 +143,9 @@ class StabilityTracker:
             return since_list
 
     def gzip_verdict(self, key: UnitKey, f: SourceFile, check: Callable[[Path], str | None]) -> str | None:
-        """``check(f.path)``, memoised per file version, so the (possibly full) check runs once per file."""
+        """``check(f.path)``, memoised per file version, so the (possibly full) check runs once per file. An I/O
+        error (``cannot read: ...``: permissions, a share gone) is not a verdict about the content: it is never
+        memoised, so fixing it (which changes no part of the file's version) is seen at the next scan."""
         vkey = hash(f.version)
         with self._lock:
             unit = self._unit(key)
@@ -153,8 +156,8 @@ class StabilityTracker:
                     return unit.gzip_bad[vkey]
         verdict = check(f.path)
         self.gzip_checks_run += 1
-        if not _unchanged(f):
-            return verdict  # rewritten while we read it: judge the next version afresh
+        if not _unchanged(f) or is_io_error(verdict):
+            return verdict  # rewritten while we read it, or unreadable: judge it afresh next time
         with self._lock:
             unit = self._unit(key)
             if unit is not None:

@@ -18,7 +18,7 @@ import aiohttp
 from transferd import __version__
 from transferd.gencove.models import Credentials, UploadSlot
 from transferd.log import register_secret
-from transferd.retry import DEFAULT_POLICY, ApiError, Policy, call
+from transferd.retry import DEFAULT_POLICY, ApiError, Policy, call, never_processed
 from transferd.stats import STATS
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,22 @@ class GencoveClient:
             STATS.observe_api(operation, time.monotonic() - started, outcome)
 
     async def request(
-        self, method: str, path: str, operation: str, body: Any = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        operation: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        idempotent: bool = True,
     ) -> Any:
-        return await call(f"api.{operation}", lambda: self._once(method, path, operation, body, params), self.policy)
+        """One API call under the retry policy. A non-idempotent call is retried only when the failure proves it
+        never reached the server; otherwise the error goes to the caller, who must find out what happened."""
+        return await call(
+            f"api.{operation}",
+            lambda: self._once(method, path, operation, body, params),
+            self.policy,
+            retry_if=None if idempotent else never_processed,
+        )
 
     async def pages(self, path: str, operation: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Every result of a limit/offset listing, following `meta.next` (only its `offset` counts)."""
@@ -134,7 +147,11 @@ class GencoveClient:
         if not items or len(items) > ASSIGN_BATCH:
             raise ValueError(f"an assignment batch holds 1..{ASSIGN_BATCH} samples, not {len(items)}")
         doc = await self.request(
-            "POST", f"/api/v2/project-samples/{project_id}", "assign", body={"uploads": items, "metadata": metadata}
+            "POST",
+            f"/api/v2/project-samples/{project_id}",
+            "assign",
+            body={"uploads": items, "metadata": metadata},
+            idempotent=False,  # a second POST could assign twice: the Assigner checks the sample sheet instead
         )
         return list((doc or {}).get("uploads", []))
 

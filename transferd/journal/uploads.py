@@ -137,8 +137,38 @@ def _object(row: sqlite3.Row) -> ObjectRow:
 
 
 # -- submit ---------------------------------------------------------------------------------------------------
+# An object's error that starts with this: its sources could not be found when it failed (a share unmounted, a
+# folder renamed, or really deleted). Such a sample is revived when discovery reports it ready again.
+SOURCE_UNAVAILABLE = "source unavailable: "
+
+
+def _revive_unavailable(conn: sqlite3.Connection, sample_id: int, destinations: Iterable[str], t: float) -> bool:
+    """A failed sample whose failed objects all failed because their sources were unavailable, seen ready again:
+    those objects go back to work keeping their multipart uploads (the engine checks the sources against the
+    recorded versions, then resumes with ListParts, or starts the object again if they changed). False, and
+    nothing changed, if the sample failed for another reason or its reads are not the ones recorded."""
+    objs = conn.execute(
+        "SELECT destination_path, state, error, upload_id FROM objects WHERE sample_id = ?", (sample_id,)
+    ).fetchall()
+    failed = [o for o in objs if o["state"] == "failed"]
+    if not failed or not all((o["error"] or "").startswith(SOURCE_UNAVAILABLE) for o in failed):
+        return False
+    if {o["destination_path"] for o in objs} != set(destinations):
+        return False
+    conn.execute(
+        "UPDATE objects SET state = CASE WHEN s3_upload_id IS NULL THEN 'pending' ELSE 'uploading' END,"
+        " error = NULL, attempts = 0, updated = ? WHERE sample_id = ? AND state = 'failed'",
+        (t, sample_id),
+    )
+    state = "uploading" if any(o["upload_id"] for o in objs) else "pending"
+    conn.execute("UPDATE samples SET state = ?, error = NULL, updated = ? WHERE id = ?", (state, t, sample_id))
+    return True
+
+
 def record_run(conn: sqlite3.Connection, plan: RunPlan) -> RecordResult:
-    """Record a complete run and its samples; a run or sample already known is left as it is."""
+    """Record a complete run and its samples; a run or sample already known is left as it is, except a failed
+    one that discovery reports ready again: failed in discovery (no objects), or failed only because its
+    sources were unavailable (SOURCE_UNAVAILABLE: the share or folder was away while it uploaded)."""
     t = now()
     row = conn.execute("SELECT id FROM runs WHERE path = ? AND analysis = ?", (plan.path, plan.analysis)).fetchone()
     new_run = row is None
@@ -165,6 +195,10 @@ def record_run(conn: sqlite3.Connection, plan: RunPlan) -> RecordResult:
     new_samples = failed = 0
     for s in plan.samples:
         old = known.get(s.client_id)
+        if old is not None and old["state"] == "failed" and old["n"] > 0:
+            if not s.problems and _revive_unavailable(conn, int(old["id"]), (o.destination_path for o in s.objects), t):
+                log_event(conn, "info", "upload", f"{s.folder}/{s.client_id}", "sources are back; uploading again")
+            continue
         # A sample that failed in discovery (no objects: e.g. still settling, or a truncated file that was
         # fixed) comes back when it is seen ready; anything else already known is left alone.
         revive = old is not None and old["state"] == "failed" and old["n"] == 0
@@ -517,3 +551,24 @@ def remaining_bytes(conn: sqlite3.Connection, run_ids: Sequence[int]) -> int:
             tuple(run_ids),
         ).fetchone()[0]
     )
+
+
+def requested_at(conn: sqlite3.Connection, sample_ids: Sequence[int]) -> dict[int, float]:
+    """When the `requested` assignment rows of these samples were written (wall clock), by sample id."""
+    if not sample_ids:
+        return {}
+    marks = ",".join("?" * len(sample_ids))
+    rows = conn.execute(
+        f"SELECT sample_id, requested FROM assignments WHERE state = 'requested' AND sample_id IN ({marks})",
+        tuple(sample_ids),
+    )
+    return {int(r["sample_id"]): float(r["requested"]) for r in rows}
+
+
+def failed_since(conn: sqlite3.Connection, run_id: int, since: float) -> list[tuple[str, str]]:
+    """(client_id, error) of the run's samples recorded as failed at or after `since` (wall clock)."""
+    rows = conn.execute(
+        "SELECT client_id, error FROM samples WHERE run_id = ? AND state = 'failed' AND created >= ? ORDER BY id",
+        (run_id, since),
+    )
+    return [(r["client_id"], r["error"] or "") for r in rows]

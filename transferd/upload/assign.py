@@ -6,9 +6,15 @@ growing intervals (never a fixed sleep), and a sample waits at most `upload.assi
 
 Exactly once: the assignment row is written `requested` BEFORE the POST and `done` (with the Gencove sample id)
 after it. A `requested` row found later means the outcome is unknown (crash, or the answer was lost), so the
-sheet is asked first (`status=assigned`): listed there -> record it as done, never POST again. A 400 is handled
-the same way: re-check the sheet; whatever is not assigned there fails with the server's message (a batch that
-failed is retried one sample at a time first, so one bad sample cannot fail 199 good ones).
+sheet is asked first (`status=assigned`): listed there -> record it as done, never POST again. Not listed there
+yet is no proof: the earlier POST may still be in flight (the server, or a proxy in front of it, carries out a
+request whose client died). So the sample is not POSTed again until that request can no longer be in flight:
+`gencove.request_timeout` plus IN_FLIGHT_MARGIN after its last attempt could have started (for a row left by an
+earlier process: no later than this process started, nor than the API retry deadline after the row was
+written). Until then the sheet is polled with growing intervals; assigned there -> recorded as done.
+A 400 is handled the same way: re-check the sheet; what is assigned there is recorded as done; the others of a
+batch are POSTed again one sample at a time (so one bad sample cannot fail 199 good ones), and only a
+single-sample request refused with 400 and not assigned in the sheet fails that sample with the server's message.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ CRASH_AFTER_ASSIGN = "after_assign_request"
 
 FIRST_INTERVAL = 0.5  # seconds between sample-sheet polls, doubling up to MAX_INTERVAL
 MAX_INTERVAL = 30.0
+IN_FLIGHT_MARGIN = 15.0  # seconds beyond the request timeout before an unanswered POST counts as over
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +95,20 @@ class Assigner:
         deadline: float,
         draining: asyncio.Event,
         on_change: Callable[[], None] = lambda: None,
+        *,
+        request_timeout: float = 120.0,
     ) -> None:
         self._journal = journal
         self._api = api
         self._deadline = deadline
         self._draining = draining
         self._on_change = on_change
+        self._in_flight_for = request_timeout + IN_FLIGHT_MARGIN
+        self._started = time.time()  # a request of an earlier process was sent before this
         self._first_seen: dict[int, float] = {}  # sample id -> monotonic time it became a candidate
+        # sample id -> monotonic time after which its unanswered POST can no longer be in flight
+        self._hold_until: dict[int, float] = {}
+        self._next_due: float | None = None  # the earliest of those among the samples held in the last round
         self.busy = False  # a POST is in flight (stop() lets it finish)
         self.wake = asyncio.Event()
 
@@ -108,6 +122,8 @@ class Assigner:
             if self._draining.is_set():
                 return
             timeout = interval if waiting else MAX_INTERVAL * 2
+            if self._next_due is not None:  # re-POST soon after a held request can no longer be in flight
+                timeout = min(timeout, max(self._next_due - time.monotonic(), 0.05))
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout)
                 interval = FIRST_INTERVAL
@@ -121,6 +137,10 @@ class Assigner:
         for sid in list(self._first_seen):
             if sid not in live:
                 del self._first_seen[sid]
+        for sid in list(self._hold_until):
+            if sid not in live:
+                del self._hold_until[sid]
+        self._next_due = None
         by_folder: dict[str, list[jq.AssignCandidate]] = defaultdict(list)
         for c in cands:
             self._first_seen.setdefault(c.sample_id, time.monotonic())
@@ -145,6 +165,7 @@ class Assigner:
         assigned: list[dict[str, Any]] | None = None
         ready: list[_Ready] = []
         not_listed: list[jq.AssignCandidate] = []
+        held: list[_Ready] = []  # `requested`, listed, not assigned (yet)
         for c in group:
             entry = next((e for e in sheet if matches(e, c)), None)
             if entry is None:
@@ -157,8 +178,13 @@ class Assigner:
                 if any(matches(e, c) for e in assigned):
                     await self._record([(c, None)], recovered=True)
                     continue
+                held.append(_Ready(c, entry))
+                continue
             ready.append(_Ready(c, entry))
         waiting = await self._expire(not_listed, "its uploads did not appear in the sample sheet")
+        over = await self._in_flight_over(held)
+        ready += over
+        waiting += len(held) - len(over)
         by_target: dict[tuple[str, str | None], list[_Ready]] = defaultdict(list)
         for r in ready:
             by_target[(r.candidate.project_id, r.candidate.metadata)].append(r)
@@ -168,6 +194,37 @@ class Assigner:
                     return waiting
                 await self._assign(folder, project_id, metadata, batch)
         return waiting
+
+    async def _in_flight_over(self, held: list[_Ready]) -> list[_Ready]:
+        """The held samples whose earlier POST can no longer be in flight (they may be POSTed again); the others
+        wait, and the earliest time one of them is due is kept for the loop."""
+        new = [r.candidate.sample_id for r in held if r.candidate.sample_id not in self._hold_until]
+        if new:
+            requested = await self._journal.run(jq.requested_at, new)
+            policy = getattr(self._api, "policy", None)
+            # The retry loop starts no attempt later than its deadline (plus one backoff) after the first one.
+            retry_window = policy.deadline + policy.max_wait if policy is not None else float("inf")
+            wall, mono = time.time(), time.monotonic()
+            for sid in new:
+                at = requested.get(sid, wall)
+                # An earlier process sent its last attempt before this one started; this process (a POST cut
+                # short by a stop) before now.
+                latest = self._started if at < self._started else wall
+                last_start = max(at, min(latest, at + retry_window))
+                self._hold_until[sid] = mono + max(0.0, last_start + self._in_flight_for - wall)
+        now = time.monotonic()
+        over: list[_Ready] = []
+        for r in held:
+            sample = f"{r.candidate.folder}/{r.candidate.client_id}"
+            until = self._hold_until[r.candidate.sample_id]
+            if now >= until:
+                over.append(r)
+                self._hold_until.pop(r.candidate.sample_id, None)
+                event(log, "assign.request_unanswered", logging.WARNING, sample=sample, action="posting again")
+            else:
+                self._next_due = until if self._next_due is None else min(self._next_due, until)
+                event(log, "assign.awaiting_unanswered", logging.DEBUG, sample=sample, seconds=round(until - now, 1))
+        return over
 
     async def _expire(self, cands: list[jq.AssignCandidate], why: str) -> int:
         """Fail the candidates that waited longer than the deadline; returns how many still wait."""
@@ -188,17 +245,24 @@ class Assigner:
             answer = await self._api.assign(
                 project_id, [r.entry for r in batch], json.loads(metadata) if metadata else None
             )
-        except ApiError as e:
-            if e.status == 400:
+        except Exception as e:  # sorted below: a refusal, an unknown outcome, or a bug (re-raised)
+            if not isinstance(e, ApiError) and classify(e) is None:
+                raise
+            if isinstance(e, ApiError) and e.status == 400:
                 await self._after_400(folder, project_id, metadata, batch, e)
-            elif classify(e) is None:
+            elif isinstance(e, ApiError) and classify(e) is None:
                 # A definite refusal (404 project, 403): nothing was assigned.
                 await self._journal.run(jq.clear_requested, ids)
                 await self._fail([r.candidate for r in batch], f"assignment to project {project_id}: {_message(e)}")
             else:
-                # Retries ran out: the outcome is unknown; the rows stay `requested` and the sheet decides later.
+                # A timeout, a reset or a 5xx (the POST is not retried blindly: it may have been carried out):
+                # the outcome is unknown; the rows stay `requested` and the sheet decides later.
                 STATS.error("assign")
                 event(log, "assign.unknown_outcome", logging.WARNING, folder=folder, samples=len(batch), error=str(e))
+                until = time.monotonic() + self._in_flight_for  # its last attempt may still be in flight
+                for sid in ids:
+                    self._hold_until[sid] = until
+                self._next_due = until if self._next_due is None else min(self._next_due, until)
             return
         finally:
             self.busy = False
@@ -217,12 +281,14 @@ class Assigner:
             await self._record([(r.candidate, None) for r in done], recovered=True)
         rest = [r for r in batch if r not in done]
         await self._journal.run(jq.clear_requested, [r.candidate.sample_id for r in rest])
-        if len(rest) > 1:
-            for r in rest:  # isolate the sample(s) the server refuses
+        if len(batch) > 1:
+            # The 400 may be about any sample of the batch (one already assigned, one refused): POST each of the
+            # rest on its own, so that only a sample the server refuses by itself fails.
+            for r in rest:
                 if self._draining.is_set():
                     return
                 await self._assign(folder, project_id, metadata, [r])
-        elif rest:
+        elif rest:  # a single-sample request refused, and the sheet confirms it is not assigned
             await self._fail([rest[0].candidate], f"assignment to project {project_id} refused: {_message(e)}")
 
     async def _record(self, done: list[tuple[jq.AssignCandidate, str | None]], recovered: bool = False) -> None:
@@ -232,6 +298,7 @@ class Assigner:
             STATS.sample_done("assigned")
             STATS.observe_e2e("upload", max(0.0, now - p.completed_at))
             self._first_seen.pop(c.sample_id, None)
+            self._hold_until.pop(c.sample_id, None)
             event(
                 log, "assign.sample_assigned", sample=f"{c.folder}/{c.client_id}", project=c.project_id,
                 gencove_sample=sid, recovered=recovered,
@@ -245,4 +312,5 @@ class Assigner:
             event(log, "assign.sample_failed", logging.ERROR, sample=f"{c.folder}/{c.client_id}", error=error)
             await self._journal.run(jq.fail_sample, c.sample_id, error)
             self._first_seen.pop(c.sample_id, None)
+            self._hold_until.pop(c.sample_id, None)
         self._on_change()

@@ -5,7 +5,9 @@ concatenated sources once, in order, part by part (feeding the whole-object SHA-
 not have yet (several at once, under the global byte budget and request semaphore) and only re-hashing the ones
 it has (their md5 must equal S3's ETag, else they are sent again); re-stat the sources; complete; check the
 size with HeadObject. A changed source or a vanished multipart upload starts the object again (bounded);
-anything not retryable fails the object, with the reason in the journal.
+anything not retryable fails the object, with the reason in the journal. Sources that cannot be found (a share
+away, a folder renamed) are waited for (SOURCE_GRACE) and then fail the object revivably (SourceUnavailable):
+it keeps its multipart upload and `record_run` revives it when discovery reports the sample ready again.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from transferd.discovery.gzipcheck import check_gzip_file
+from transferd.discovery.gzipcheck import check_gzip_file, is_io_error
 from transferd.discovery.models import SourceFile
 from transferd.gencove.client import GencoveClient
 from transferd.journal import Journal
@@ -41,6 +43,10 @@ from transferd.upload.stream import (
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5  # starts of one object (source changes, lost multipart uploads) before it fails
+# Sources that cannot be found (their share unmounted, their folder renamed) are waited for this long before
+# the object fails, revivably (SourceUnavailable: record_run revives it once discovery sees it ready again).
+SOURCE_GRACE = 20.0
+SOURCE_POLL = 1.0
 HASH_CHUNK = 4 * 1024**2
 
 
@@ -111,17 +117,30 @@ class ObjectEngine:
         progress = ObjectProgress(obj.destination_path, obj.size)
         self.active[obj.id] = progress
         STATS.in_flight("upload", objects=1)
+        resumes = 0
         try:
             while True:
                 try:
                     return await self._attempt(obj, progress, streamed)
                 except _Restart as r:
+                    current = await self._journal.run(jq.get_object, obj.id)
+                    if r.sources is not None and r.sources == current.sources and resumes < MAX_ATTEMPTS:
+                        # The sources were out of reach for a moment and are back unchanged: resume (ListParts).
+                        resumes += 1
+                        event(log, "upload.object_resume", logging.WARNING, object=obj.destination_path, reason=str(r))
+                        obj = current
+                        progress.bytes_done = progress.parts_done = 0
+                        continue
                     obj = await self._restart(obj, str(r), r.sources)
                     if obj.attempts >= MAX_ATTEMPTS:
                         return await self._fail(obj, f"gave up after {obj.attempts} starts; last: {r}")
                     progress.bytes_done = progress.parts_done = 0
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
+        except SourceUnavailable as e:
+            # Not deleted as far as we can tell (a share unmounted, a folder renamed): the failure keeps the
+            # multipart upload and its reason marks it revivable (record_run, when discovery sees it ready).
+            return await self._fail(obj, str(e))
         except Exception as e:  # every other failure is this object's, recorded, and the rest goes on
             return await self._fail(obj, _describe(e))
         finally:
@@ -358,16 +377,36 @@ class ObjectEngine:
     async def _new_sources(self, obj: jq.ObjectRow) -> tuple[SourceFile, ...]:
         """The changed sources' current versions, only if each is still a whole gzip stream: a file being
         rewritten must never be sent half-written (the object fails instead, with the reason)."""
-        try:
-            fresh = await asyncio.to_thread(restat, obj.sources)
-        except OSError as e:
-            raise SourceGone(f"source file is gone: {e.filename}: {e.strerror}") from None
+        fresh = await self._restat_waiting(obj)
         for old, new in zip(obj.sources, fresh, strict=True):
             if old.version != new.version:
                 problem = await asyncio.to_thread(check_gzip_file, new.path)
+                if is_io_error(problem):
+                    raise SourceUnavailable(f"{jq.SOURCE_UNAVAILABLE}{new.path}: {problem}")
                 if problem:
                     raise SourceGone(f"{new.path} changed and is no longer a complete gzip stream: {problem}")
         return fresh
+
+    async def _restat_waiting(self, obj: jq.ObjectRow) -> tuple[SourceFile, ...]:
+        """The sources' current versions. A source that cannot be stat'ed may be on a share that is away for a
+        moment (as the watcher treats a vanished root): wait up to SOURCE_GRACE for it, then fail revivably."""
+        deadline = time.monotonic() + SOURCE_GRACE
+        waiting = False
+        while True:
+            try:
+                return await asyncio.to_thread(restat, obj.sources)
+            except OSError as e:
+                reason = f"{e.filename}: {e.strerror or e}"
+                if time.monotonic() >= deadline or self._draining.is_set():
+                    raise SourceUnavailable(f"{jq.SOURCE_UNAVAILABLE}{reason}") from None
+                if not waiting:
+                    waiting = True
+                    event(log, "upload.source_unavailable", logging.WARNING, object=obj.destination_path,
+                          error=reason, wait=SOURCE_GRACE)  # fmt: skip
+            try:  # a condition with a deadline, not a retry of an operation: poll until back or stopping
+                await asyncio.wait_for(self._draining.wait(), SOURCE_POLL)
+            except TimeoutError:
+                pass
 
     async def _completed_before(self, s3: S3Backend, obj: jq.ObjectRow) -> UploadResult | None:
         """A crash during completion: if the object is in S3 with the right size, finish it (hashing locally)."""
@@ -385,6 +424,12 @@ class ObjectEngine:
 
 class SourceGone(Exception):
     """A source vanished or is being rewritten: the object fails (not retried)."""
+
+
+class SourceUnavailable(SourceGone):
+    """A source cannot be found or stat'ed (its folder or share is away, or really deleted). The object fails
+    with a reason starting with ``jq.SOURCE_UNAVAILABLE`` and keeps its multipart upload: if discovery reports
+    the sample ready again, ``record_run`` revives it and the engine resumes (after checking the sources)."""
 
 
 def hash_sources(sources: tuple[SourceFile, ...]) -> str:

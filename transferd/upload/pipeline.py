@@ -106,12 +106,16 @@ class UploadPipeline:
         self.engine = ObjectEngine(
             journal, client, self._get_s3, self._budget, self._requests, up.part_size, self._draining, on_progress
         )
-        self.assigner = Assigner(journal, client, up.assign_deadline, self._draining, self._changed.set)
+        self.assigner = Assigner(
+            journal, client, up.assign_deadline, self._draining, self._changed.set,
+            request_timeout=config.gencove.request_timeout,
+        )  # fmt: skip
 
     # -- public API ---------------------------------------------------------------------------------------------
     async def submit(self, watch: WatchConfig, runs: list[Run]) -> None:
         """Record complete runs and their ready samples (samples with problems as `failed`, with the problem
-        text); a run or sample already known is not added again. Incomplete runs are ignored for now."""
+        text); a run or sample already known is not added again. Incomplete runs are ignored for now.
+        What is newly recorded as a problem (a run's problems, a failed sample) is logged as a WARNING each."""
         now = time.time()
         plans: list[RunPlan] = []
         for run in runs:
@@ -126,7 +130,17 @@ class UploadPipeline:
             if plan is not None:
                 plans.append(plan)
         for plan in plans:
+            since = time.time()  # samples record_run inserts are created at or after this
             result = await self.journal.run(jq.record_run, plan)
+            if result.new_run:
+                for problem in plan.problems:
+                    event(log, "upload.run_problem", logging.WARNING, run=plan.path, problem=problem)
+            if result.failed_samples:
+                for client_id, problem in await self.journal.run(jq.failed_since, result.run_id, since):
+                    event(
+                        log, "upload.sample_rejected", logging.WARNING, run=plan.path, client_id=client_id,
+                        problem=problem,
+                    )  # fmt: skip
             if result.new_run or result.new_samples:
                 event(
                     log, "upload.run_submitted", run=plan.path, analysis=plan.analysis or None, new=result.new_run,
