@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import re
 import selectors
 import signal
 import socket
@@ -136,3 +137,67 @@ def raise_on_termination() -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
+
+
+_LISTENING = re.compile(r"listening (\S+):(\d+)")
+
+
+class ListeningServer:
+    """A child server that prints `listening <host>:<port>` first; `start()` returns once it accepts.
+
+    Subclasses give `name` and `argv()` (and `env()` if needed); the process group is stopped on exit.
+    """
+
+    name = "server"
+
+    def __init__(self, log_path: Path, host: str = "127.0.0.1") -> None:
+        self.log_path = log_path
+        self.host = host
+        self.port = 0
+        self._group: ProcessGroup | None = None
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> Mapping[str, str] | None:
+        return None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self._group is not None, f"{self.name} not started"
+        return self._group.pid
+
+    def start(self, timeout: float = 30.0) -> None:
+        argv = self.argv()
+        with open(self.log_path, "ab") as log:
+            self._group = ProcessGroup(argv, name=self.name, env=self.env(), stdout=subprocess.PIPE, stderr=log)
+        assert self._group.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        try:
+            line = read_line(self._group.proc.stdout, deadline, self._group.alive)
+            match = _LISTENING.search(line)
+            if match is None:
+                raise RuntimeError(f"unexpected {self.name} output {line!r}")
+            self.port = int(match.group(2))
+            wait_for_port(self.host, self.port, deadline, self._group.alive)
+        except BaseException as exc:
+            self.stop()
+            if isinstance(exc, Exception):
+                raise RuntimeError(f"{self.name} did not start: {exc}; see {self.log_path}") from exc
+            raise
+
+    def stop(self) -> None:
+        if self._group is not None:
+            self._group.stop()
+            self._group = None
+
+    def __enter__(self) -> ListeningServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.procs import ProcessGroup, read_line, wait_for_port
+from bench.procs import ListeningServer, ProcessGroup, read_line
 from bench.tools import REPO_DIR
 from transferd.sandbox import SandboxControl, SandboxInfo
-
-_LISTENING = re.compile(r"listening (\S+):(\d+)")
 
 
 def _python_env() -> dict[str, str]:
@@ -90,51 +87,13 @@ class SandboxServer:
         self.stop()
 
 
-class SinkServer:
+class SinkServer(ListeningServer):
     """`python -m bench.sink`: an S3 endpoint that reads and discards every body."""
 
-    def __init__(self, log_path: Path, host: str = "127.0.0.1") -> None:
-        self.log_path = log_path
-        self.host = host
-        self.port = 0
-        self._group: ProcessGroup | None = None
+    name = "sink"
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "bench.sink", "--host", self.host, "--port", "0"]
 
-    @property
-    def pid(self) -> int:
-        assert self._group is not None, "sink not started"
-        return self._group.pid
-
-    def start(self, timeout: float = 30.0) -> None:
-        argv = [sys.executable, "-m", "bench.sink", "--host", self.host, "--port", "0"]
-        with open(self.log_path, "ab") as log:
-            self._group = ProcessGroup(argv, name="sink", env=_python_env(), stdout=subprocess.PIPE, stderr=log)
-        assert self._group.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        try:
-            line = read_line(self._group.proc.stdout, deadline, self._group.alive)
-            match = _LISTENING.search(line)
-            if match is None:
-                raise RuntimeError(f"unexpected sink output {line!r}")
-            self.port = int(match.group(2))
-            wait_for_port(self.host, self.port, deadline, self._group.alive)
-        except BaseException as exc:
-            self.stop()
-            if isinstance(exc, Exception):
-                raise RuntimeError(f"sink did not start: {exc}; see {self.log_path}") from exc
-            raise
-
-    def stop(self) -> None:
-        if self._group is not None:
-            self._group.stop()
-            self._group = None
-
-    def __enter__(self) -> SinkServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def env(self) -> dict[str, str]:
+        return _python_env()
