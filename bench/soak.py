@@ -89,6 +89,7 @@ API_ENDPOINTS = (None, None, "uploads-post-data", "sample-sheet", "project-sampl
                  "samples", "projects", "uploads")  # fmt: skip
 S3_OPERATIONS = ("UploadPart", "UploadPart", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload",
                  "ListParts", "HeadObject", None)  # fmt: skip
+MAX_BACKLOG = 150  # go samples written but not assigned yet, beyond which no new run starts
 WEBHOOK_KINDS = ("valid", "valid", "replay", "forged", "stale", "tampered", "unsigned", "malformed")
 
 
@@ -157,8 +158,10 @@ class Soak:
         self.deleters: list[threading.Thread] = []
         self.failed_since: dict[str, float] = {}
         self.drain_started = 0.0
+        self.backlog = 0  # go samples written but not yet assigned (from the last progress view)
         self.partial_seen: list[str] = []
-        self.reload_problems: list[str] = []  # go sample -> since when the journal shows it failed
+        self.reload_problems: list[str] = []
+        self.known_crashes: list[str] = []  # go sample -> since when the journal shows it failed
         self.webhook_history: list[tuple[bytes, str]] = []
         self.known_samples: list[dict[str, Any]] = []
         self.final_exit: int | None = None
@@ -301,8 +304,11 @@ watchdog = false
         self.rng_prod.shuffle(kinds)
         while not self.stop_writing.is_set() and time.monotonic() < chaos_end:
             kind = kinds.pop() if kinds else None
-            # Back-pressure: a run starts only when a writer is free, so the chaos ends with little left to write.
-            while sum(not f.done() for f in self.futures) >= self.o.writers and not self.stop_writing.is_set():
+            # Back-pressure: a run starts only when a writer is free, so the chaos ends with little left to write,
+            # and only while the daemon keeps up (on a busy machine a backlog would outlast any drain deadline).
+            while not self.stop_writing.is_set() and (
+                sum(not f.done() for f in self.futures) >= self.o.writers or self.backlog > MAX_BACKLOG
+            ):
                 self.stop_writing.wait(0.2)
             if self.stop_writing.is_set() or time.monotonic() >= chaos_end:
                 break
@@ -441,9 +447,19 @@ watchdog = false
                     return False
                 self._scrape()
                 self._retire_counters()
+                log_mark = self.daemon.log.stat().st_size
                 code = self.daemon.terminate(timeout=5 + 20)  # shutdown_grace 5s, plus room
                 if code != 0:
-                    self.daemon.crashes.append(f"SIGTERM mid-work: exit code {code} (expected 0)")
+                    what = f"SIGTERM mid-work: exit code {code} (expected 0)"
+                    with open(self.daemon.log, "rb") as fh:
+                        fh.seek(log_mark)
+                        dump = fh.read().decode(errors="replace")
+                    if code is None and "Fatal Python error: Aborted" in dump and "_scan_sync" in dump:
+                        # the SIGABRT stacks: asyncio.run's executor shutdown waits for a discovery scan
+                        self.known_crashes.append(f"{what}: stopping waited > 25 s for a discovery scan thread "
+                                                  f"-- known bug sigterm-waits-for-scan")  # fmt: skip
+                    else:
+                        self.daemon.crashes.append(what)
                 self.daemon.proc = None
                 self.undo.append((now + r.uniform(0.2, 1.5), "restart", None))
             elif kind == "sighup_reload":
@@ -602,8 +618,10 @@ watchdog = false
         secret = self.webhook_secret
         if kind == "replay" and not self.webhook_history:
             kind = "valid"
+        age = 0.0
         if kind == "replay":
             body, header = self.rng_hooks.choice(self.webhook_history)
+            age = now - int(header.split(",")[0].removeprefix("t="))
         else:
             sample = self.rng_hooks.choice(self.known_samples) if self.known_samples else None
             samples = [{"id": sample["id"], "client_id": sample["client_id"]}] if sample else []
@@ -643,7 +661,10 @@ watchdog = false
             if ok:
                 self.webhook_history.append((body, header))
         elif kind == "replay":
-            ok = status == 200 and doc.get("accepted") == 0 and doc.get("duplicates", 0) >= 1
+            # A replay within the 5 min tolerance is a duplicate (200, ignored); an older one is stale (401).
+            duplicate = status == 200 and doc.get("accepted") == 0 and doc.get("duplicates", 0) >= 1
+            stale = status == 401 and b"stale" in resp
+            ok = duplicate if age < 280 else stale if age > 320 else duplicate or stale
         elif kind in ("forged", "stale", "tampered", "unsigned"):
             ok = status == 401
         elif kind == "malformed":
@@ -683,7 +704,7 @@ watchdog = false
             if now >= next_samples:
                 self._refresh_samples()
                 self._check_final_files()
-                next_samples = now + 8.0
+                next_samples = now + 15.0
             if now >= next_hook:
                 self.send_webhook(self.rng_hooks.choice(WEBHOOK_KINDS))
                 next_hook = now + self.rng_hooks.uniform(2, 5)
@@ -820,10 +841,11 @@ watchdog = false
 
     def _status_line(self, phase: str) -> None:
         try:
-            go, assigned, analysed, mirrored, _ = self._progress()
+            go, assigned, analysed, mirrored, given_up = self._progress()
         except Exception as e:
             say(f"{phase}: (progress unavailable: {e})")
             return
+        self.backlog = go - assigned - given_up
         faults = sum(self.fig.faults.values())
         say(f"{phase}: runs {len(self.plans)}, go samples {go}: assigned {assigned}, analysed {analysed}, "
             f"mirrored {mirrored}; faults {faults}, kills {self.daemon.kills if self.daemon else 0}")  # fmt: skip
@@ -913,7 +935,8 @@ watchdog = false
                                    f"(duplicate detection blind for them), e.g. {unseen[:3]}")  # fmt: skip
         if landed and not captured:
             self.fig.errors.append("no S3 credentials were captured: the secret search had nothing to look for")
-        known_ok = self.o.tolerate_known_bugs or not (v.known_bug_losses or v.known_bug_duplicates)
+        known_ok = self.o.tolerate_known_bugs or not (v.known_bug_losses or v.known_bug_duplicates
+                                                      or self.known_crashes)  # fmt: skip
         ok = v.ok and known_ok and webhook_ok and not crashes and self.final_exit == 0 and bad_input["ok"]
         ok = ok and (drained or (not v.lost and known_ok))  # a drain that timed out only on known-bug losses
         ok = ok and not self.fig.errors  # the soak's own machinery must have worked
@@ -1004,6 +1027,7 @@ watchdog = false
             "daemon_kills": self.daemon.kills,
             "daemon_starts": self.daemon.starts,
             "daemon_crashes": crashes,
+            "daemon_hangs_known_bug": self.known_crashes,
             "retries": sum(retries.values()),
             "retries_by_operation_reason": retries,
             "root_away_seconds": round(self.fig.root_away_seconds, 1),
@@ -1120,6 +1144,8 @@ watchdog = false
                 print(f"  - {m}")
         for c in r["daemon_crashes"]:
             print(f"crash: {c}")
+        for c in r["daemon_hangs_known_bug"]:
+            print(f"known bug: {c}")
         print(f"\nRESULT: {'PASS' if r['ok'] else 'FAIL'}  (seed {r['seed']}, workdir {r['workdir']})", flush=True)
 
     # ------------------------------------------------------------------------------------------- teardown --
@@ -1209,7 +1235,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
                    help="pass despite losses attributed (on evidence) to the documented bugs in soak_check.KNOWN_BUGS")
     a = p.parse_args(argv)
     seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "big") % 1_000_000
-    drain = a.drain_timeout if a.drain_timeout is not None else max(150.0, a.minutes * 60 * 0.5)
+    drain = a.drain_timeout if a.drain_timeout is not None else max(180.0, a.minutes * 60 * 0.5)
     return Options(minutes=a.minutes, seed=seed, report=a.report, workdir=a.workdir, keep=a.keep, scale=a.scale,
                    run_interval=a.run_interval, drain_timeout=drain, log_level=a.log_level,
                    tolerate_known_bugs=a.tolerate_known_bugs, disk=a.disk)  # fmt: skip

@@ -27,7 +27,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,7 +168,7 @@ class Planner:
         ("deleted", 4),
         ("bad_samples", 8),
         ("unreadable", 4),
-        ("bulk", 1),  # > 200 tiny samples in one run: assignment batches, sheet paging (long soaks only)
+        ("bulk", 0.5),  # > 200 tiny samples in one run: assignment batches, sheet paging (long soaks only)
         ("rewritten", 4),  # a source replaced (new inode, new bytes) while it uploads: old or new, never a mix
     )
 
@@ -184,7 +184,7 @@ class Planner:
         self._unique = seed * 7919
         self.bulk = bulk
 
-    def kinds(self) -> list[tuple[str, int]]:
+    def kinds(self) -> list[tuple[str, float]]:
         """The run kinds this soak draws from, with their weights."""
         out = list(self.KINDS)
         if not self.bulk:
@@ -726,5 +726,3 @@ def plan_summary(plans: list[RunPlan]) -> dict[str, int]:
         out[p.kind] = out.get(p.kind, 0) + 1
     return out
 
-
-Callback = Callable[[RunPlan], None]
