@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # Label values that always exist (as 0), so rate() and alerts work before the first event.
 DIRECTIONS = ("upload", "download")
 SAMPLE_STAGES = ("uploaded", "assigned", "mirrored")
+GZIP_OUTCOMES = ("whole", "broken", "unreadable")
 E2E_STAGES = ("upload", "mirror")
 STATE_TABLES = {  # gauge name -> journal table
     "transferd_runs": "runs",
@@ -71,6 +72,8 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("transferd_api_requests_total", "counter", ("operation", "outcome"),
               "Requests to the Gencove API by operation and outcome (HTTP status or 'error')."),
     MetricDef("transferd_webhook_requests_total", "counter", ("outcome",), "Webhook deliveries by outcome."),
+    MetricDef("transferd_gzip_checks_total", "counter", ("outcome",),
+              "Source files read by discovery's gzip check, by outcome (whole, broken, unreadable)."),
     MetricDef("transferd_in_flight_objects", "gauge", ("direction",), "Objects being transferred now."),
     MetricDef("transferd_in_flight_bytes", "gauge", ("direction",), "Bytes buffered or on the wire now."),
     MetricDef("transferd_queued_items", "gauge", ("direction",), "Work items waiting for a transfer slot."),
@@ -142,6 +145,7 @@ class TransferdCollector(Collector):
             ("transferd_samples_completed_total", "samples", SAMPLE_STAGES),
             ("transferd_errors_total", "errors", ()),
             ("transferd_webhook_requests_total", "webhooks", ()),
+            ("transferd_gzip_checks_total", "gzip_checks", GZIP_OUTCOMES),
         ):
             fam = CounterMetricFamily(_base(name), _help(name), labels=_BY_NAME[name].labels)
             values: dict[str, int] = {**dict.fromkeys(defaults, 0), **_dict(snap[key])}

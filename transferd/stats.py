@@ -64,6 +64,7 @@ class Stats:
             self.errors = defaultdict[str, int](int)  # stage
             self.webhooks = defaultdict[str, int](int)  # outcome: accepted | duplicate | bad_signature | stale
             self.api_requests = defaultdict[tuple[str, str], int](int)  # (operation, outcome)
+            self.gzip_checks = defaultdict[str, int](int)  # outcome: whole | broken | unreadable
             # Gauges.
             self.in_flight_objects = defaultdict[str, int](int)  # direction
             self.in_flight_bytes = defaultdict[str, int](int)  # direction: bytes buffered or being transferred
@@ -111,6 +112,10 @@ class Stats:
         with self._lock:
             self.webhooks[outcome] += 1
 
+    def gzip_checked(self, outcome: str) -> None:
+        with self._lock:
+            self.gzip_checks[outcome] += 1
+
     def in_flight(self, direction: str, objects: int = 0, nbytes: int = 0) -> None:
         """Adjust in-flight gauges by a delta (negative to release)."""
         with self._lock:
@@ -151,6 +156,7 @@ class Stats:
                 "errors": dict(self.errors),
                 "webhooks": dict(self.webhooks),
                 "api_requests": dict(self.api_requests),
+                "gzip_checks": dict(self.gzip_checks),
                 "in_flight_objects": dict(self.in_flight_objects),
                 "in_flight_bytes": dict(self.in_flight_bytes),
                 "queued": dict(self.queued),

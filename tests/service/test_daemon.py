@@ -266,3 +266,22 @@ def test_sigterm_exits_0_and_no_secret_is_logged(scenario: Scenario) -> None:
     # one line per event, each naming its subject
     assert all(line.startswith("ts=") for line in log.splitlines()), "every log line is a key=value event"
     assert any("run=" in line for line in log.splitlines()) and any("object=" in line for line in log.splitlines())
+
+
+def test_a_restart_does_not_read_uploaded_files_again(scenario: Scenario) -> None:
+    """After a restart the first scan meets every run still in the roots. Files uploaded before (same path,
+    size, mtime, inode in the journal) are not read again by the gzip check, which for single-member gzip
+    files means a full decompression; only new files are."""
+    s = scenario
+    assert s.daemon.proc.poll() is not None, "runs after the SIGTERM test"
+    d = Daemon(s.config, s.daemon.port, {"TRANSFERD_API_KEY": s.sandbox.info.api_key}, s.config.with_name("2.log"))
+    try:
+        d.wait_ready()
+        write_run(s.root, "RUN_B", {"T1": 3})
+        wait_for(lambda: (d.value("transferd_samples_completed_total", stage="assigned") or 0) >= 1, timeout=60,
+                 interval=0.25, message="RUN_B uploaded and assigned")  # fmt: skip
+        checked = d.value("transferd_gzip_checks_total", outcome="whole")
+        assert checked == 2, f"{checked} files gzip-checked after the restart; only RUN_B's 2 are new"
+        assert not [line for line in d.events("upload.run_submitted") if "RUN_A" in line], "RUN_A taken as new"
+    finally:
+        assert d.stop() == 0

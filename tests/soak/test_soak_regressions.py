@@ -1,7 +1,8 @@
 """Focused reproductions of what the chaos soak found, each against the real daemon and the sandbox.
 
-Tests marked xfail(strict=False) reproduce a bug in another module that is not fixed yet; the reason says
-what is wrong and where. They turn into passes (XPASS) once fixed.
+Each test was written failing, against a bug in another module, marked xfail(strict=False) with the reason
+(what is wrong and where); the marker comes off once the owner fixes the bug, and the test stays as the
+regression guard. Tests still marked xfail reproduce bugs that are open. See docs/SOAK.md, "Bugs found".
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def test_watch_root_away_during_upload_does_not_lose_the_sample(sandbox, tmp_pat
         wait_for(lambda: _parts_started(sandbox, upload["s3"]["object_name"]), timeout=60, message="parts going")
         away = root.with_name("share.away")
         os.rename(root, away)
-        time.sleep(4)
+        wait_for(lambda: "watch.root_down" in daemon.log.read_text(errors="replace"), timeout=30,
+                 message="the daemon to notice the root away")  # fmt: skip
         os.rename(away, root)
         sandbox.control.clear_faults()
 
@@ -324,15 +326,10 @@ def _release_fifo(path: Path) -> None:
     os.close(fd)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="BUG (discovery/walk.py + gzipcheck.py): a FIFO (named pipe) with a FASTQ name in a complete run is "
-    "taken for a file; the gzip check open()s it and blocks until someone writes to it, i.e. forever. In the "
-    "daemon the watcher's scan thread hangs: nothing in that watch root is discovered any more, and SIGTERM "
-    "cannot finish (asyncio.run waits for the executor thread) until systemd kills the daemon. `transferd "
-    "scan` hangs the same way. Non-regular files should be reported and skipped (stat.S_ISREG).",
-)
 def test_a_fifo_named_like_a_fastq_does_not_hang_discovery_or_shutdown(sandbox, tmp_path: Path) -> None:
+    """Found by the soak: the gzip check open()ed a FIFO and blocked forever (no scan of that root any more,
+    SIGTERM waited for the scan thread). A non-regular file is now a finding about the sample, named in the
+    log, and scans never block on one."""
     root = tmp_path / "seq"
     run = root / "RUN_PIPE"
     (run / "Logs").mkdir(parents=True)
@@ -343,7 +340,8 @@ def test_a_fifo_named_like_a_fastq_does_not_hang_discovery_or_shutdown(sandbox, 
     cfg, port = write_config(tmp_path, sandbox.info, [root])
     daemon = start_daemon(cfg, port, tmp_path / "daemon.log")
     try:
-        time.sleep(3)  # the first scans meet the FIFO
+        wait_for(lambda: "a FIFO (named pipe)" in daemon.log.read_text(errors="replace"), timeout=30,
+                 message="the FIFO reported in the daemon log")  # fmt: skip
         _bclconvert_run(root, "RUN_AFTER", "After", 50_000, 5)  # a normal run arriving later in the same root
         wait_for(lambda: _assigned_sample(sandbox, "gncv://focus-0/RUN_AFTER/After_R1.fastq.gz"), timeout=20,
                  interval=0.5, message="a later run in the same root uploaded")  # fmt: skip
@@ -353,3 +351,4 @@ def test_a_fifo_named_like_a_fastq_does_not_hang_discovery_or_shutdown(sandbox, 
         _release_fifo(fifo)
         if daemon.alive():
             daemon.terminate(15)
+    assert _upload_of(sandbox, "gncv://focus-0/RUN_PIPE/Piped_R1.fastq.gz") is None, "half a sample was uploaded"

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from transferd.localfile import NotRegularFile, open_regular_binary
+
 GZIP_MAGIC = b"\x1f\x8b\x08"  # ID1 ID2 CM=deflate
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 TAIL_WINDOW = 1 << 20  # bytes scanned back from the end for member starts
@@ -137,7 +139,7 @@ def _read_chunks(fh: BinaryIO, start: int = 0) -> Iterator[bytes]:
 def check_gzip_file(path: Path, window: int = TAIL_WINDOW) -> str | None:
     """None if ``path`` is a complete gzip/BGZF stream, else the reason it is not."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular_binary(path) as fh:
             size = os.fstat(fh.fileno()).st_size
             if size == 0:
                 return "empty file (0 bytes) is not a gzip stream"
@@ -158,5 +160,7 @@ def check_gzip_file(path: Path, window: int = TAIL_WINDOW) -> str | None:
             if start == 0:
                 return check_stream([tail])
             return check_stream(_read_chunks(fh))
+    except NotRegularFile as err:
+        return str(err.strerror)  # about what the path is, not a passing I/O error: a verdict for this version
     except OSError as err:
         return f"{IO_ERROR_PREFIX}{err.strerror or err}"

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from transferd.localfile import read_regular_bytes
+
 MANIFEST_SUFFIX = ".fastq-map.csv"
 HEADER = ("client_id", "r_notation", "path")
 ACCEPTED_ENDINGS = (".fastq.gz", ".fastq.bgz", ".fq.gz", ".fq.bgz")  # the Gencove CLI's list, any case
@@ -152,7 +154,7 @@ def load_manifest(path: Path, *, single_end: bool = False) -> Manifest:
     """Read and validate a manifest file; problems (including an unreadable file) are in ``errors``."""
     path = Path(os.path.abspath(path))
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = read_regular_bytes(path).decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return Manifest(path=path, rows=(), errors=(f"{path}:1: cannot read manifest: {reason}",))

@@ -19,6 +19,14 @@ class SourceFile:
     def version(self) -> tuple[int, int, int]:
         return (self.size, self.mtime_ns, self.inode)
 
+    def fingerprint(self) -> int:
+        """This path at this version, as one int (valid within one process: str hashes are salted)."""
+        return version_fingerprint(str(self.path), self.size, self.mtime_ns, self.inode)
+
+
+def version_fingerprint(path: str, size: int, mtime_ns: int, inode: int) -> int:
+    return hash((path, size, mtime_ns, inode))
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:

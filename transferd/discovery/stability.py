@@ -18,6 +18,7 @@ from pathlib import Path
 
 from transferd.discovery.gzipcheck import is_io_error
 from transferd.discovery.models import SourceFile
+from transferd.stats import STATS
 
 UnitKey = tuple[str, str | None, str]  # (run folder, analysis, run name): one delivery unit
 
@@ -71,8 +72,11 @@ class _RunMemory:
 class StabilityTracker:
     """Thread-safe: scans run in worker threads while the daemon calls ``forget`` from the event loop."""
 
-    def __init__(self, max_files: int = 500_000) -> None:
+    def __init__(self, max_files: int = 500_000, trusted: frozenset[int] = frozenset()) -> None:
+        """``trusted``: ``SourceFile.fingerprint()`` of file versions known to be whole gzip streams (from the
+        journal: uploaded before a restart); they are never read again while unchanged."""
         self._max_files = max_files
+        self._trusted = trusted
         self._runs: OrderedDict[RunKey, _RunMemory] = OrderedDict()
         self._count = 0
         # Handed-off units: key -> signature of their listing then (None: take the next one seen). A forgotten
@@ -146,6 +150,8 @@ class StabilityTracker:
         """``check(f.path)``, memoised per file version, so the (possibly full) check runs once per file. An I/O
         error (``cannot read: ...``: permissions, a share gone) is not a verdict about the content: it is never
         memoised, so fixing it (which changes no part of the file's version) is seen at the next scan."""
+        if self._trusted and f.fingerprint() in self._trusted:
+            return None
         vkey = hash(f.version)
         with self._lock:
             unit = self._unit(key)
@@ -156,6 +162,7 @@ class StabilityTracker:
                     return unit.gzip_bad[vkey]
         verdict = check(f.path)
         self.gzip_checks_run += 1
+        STATS.gzip_checked("whole" if verdict is None else "unreadable" if is_io_error(verdict) else "broken")
         if not _unchanged(f) or is_io_error(verdict):
             return verdict  # rewritten while we read it, or unreadable: judge it afresh next time
         with self._lock:

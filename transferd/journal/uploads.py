@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from transferd.discovery.models import SourceFile
+from transferd.discovery.models import SourceFile, version_fingerprint
 from transferd.journal.store import log_event, now
 
 if TYPE_CHECKING:
@@ -125,6 +125,21 @@ def encode_sources(sources: Iterable[SourceFile]) -> str:
 
 def decode_sources(text: str) -> tuple[SourceFile, ...]:
     return tuple(SourceFile(Path(p), int(size), int(mtime), int(ino)) for p, size, mtime, ino in json.loads(text))
+
+
+def gzip_checked_sources(conn: sqlite3.Connection, limit: int = 500_000) -> frozenset[int]:
+    """``SourceFile.fingerprint()`` of the sources of recorded objects, newest first, at most ``limit`` files.
+
+    Each passed discovery's gzip check when its sample was recorded (only ready samples get objects), so after a
+    restart an unchanged file (same path, size, mtime, inode) need not be read again: without this the first
+    scan re-reads every FASTQ still lying in the watch roots, fully for single-member gzip files."""
+    out: set[int] = set()
+    for (text,) in conn.execute("SELECT sources FROM objects ORDER BY id DESC"):
+        for path, size, mtime_ns, inode in json.loads(text):
+            out.add(version_fingerprint(path, int(size), int(mtime_ns), int(inode)))
+        if len(out) >= limit:
+            break
+    return frozenset(out)
 
 
 def _object(row: sqlite3.Row) -> ObjectRow:

@@ -24,13 +24,16 @@ def make_pipeline(cfg: Config, journal: Journal, client: Any) -> Any:
     return UploadPipeline(cfg, journal, client)
 
 
-def make_watcher(watch: WatchConfig, on_runs: OnRuns) -> Any:
-    """One watcher per [[watch]], so each keeps its own rescan interval and inotify switch."""
+def make_watcher(watch: WatchConfig, on_runs: OnRuns, trusted: frozenset[int] = frozenset()) -> Any:
+    """One watcher per [[watch]], so each keeps its own rescan interval and inotify switch. ``trusted``: file
+    versions whose gzip check passed before a restart (``journal.uploads.gzip_checked_sources``)."""
+    from transferd.discovery.stability import StabilityTracker
     from transferd.discovery.watcher import Watcher
 
     return Watcher(
-        [(watch.path, watch.rules())], on_runs, rescan_interval=watch.rescan_interval, use_inotify=watch.use_inotify
-    )
+        [(watch.path, watch.rules())], on_runs, rescan_interval=watch.rescan_interval, use_inotify=watch.use_inotify,
+        stability=StabilityTracker(trusted=trusted),
+    )  # fmt: skip
 
 
 def make_mirror(cfg: Config, journal: Journal, api_key: str) -> Any:

@@ -27,6 +27,7 @@ from transferd.config import Config, WatchConfig, load_config, resolve_api_key
 from transferd.errors import ConfigError, TransferdError, UsageError
 from transferd.gencove.client import GencoveClient
 from transferd.journal import Journal, log_event
+from transferd.journal import uploads as jq
 from transferd.log import event, setup_logging
 from transferd.metrics import build_registry
 from transferd.retry import Policy
@@ -95,6 +96,7 @@ class Daemon:
         self._reload_pending = False
         self._hurry = asyncio.Event()  # a second SIGTERM: skip the rest of the grace
         self._wake = asyncio.Event()
+        self._trusted: frozenset[int] = frozenset()  # file versions uploaded before this start: gzip-checked
 
     # -- entry -------------------------------------------------------------------------------------------------
     async def run(self) -> int:
@@ -123,6 +125,7 @@ class Daemon:
                 self._tg = tg
                 self._pipeline = components.make_pipeline(cfg, self.journal, client)
                 self._upload = self._spawn("upload", self._pipeline.run())
+                self._trusted = await asyncio.to_thread(self.journal.read, jq.gzip_checked_sources)
                 for watch in cfg.watches:
                     self._start_watcher(watch)
                 self._start_mirror(mirror)
@@ -210,7 +213,7 @@ class Daemon:
             current = next((w for w in self.cfg.watches if w.path == watch.path), watch)
             await self._pipeline.submit(current, runs)
 
-        watcher = components.make_watcher(watch, on_runs)
+        watcher = components.make_watcher(watch, on_runs, self._trusted)
         self._watchers[watch.path] = (watcher, self._spawn(f"watch:{watch.path}", watcher.run()))
 
     def _start_mirror(self, mirror: Any) -> None:

@@ -24,6 +24,7 @@ from transferd.discovery.models import SourceFile
 from transferd.gencove.client import GencoveClient
 from transferd.journal import Journal
 from transferd.journal import uploads as jq
+from transferd.localfile import open_regular_binary
 from transferd.log import event
 from transferd.retry import ApiError
 from transferd.stats import STATS
@@ -435,7 +436,7 @@ class SourceUnavailable(SourceGone):
 def hash_sources(sources: tuple[SourceFile, ...]) -> str:
     h = hashlib.sha256()
     for src in sources:
-        with open(src.path, "rb") as fh:
+        with open_regular_binary(src.path) as fh:
             while chunk := fh.read(HASH_CHUNK):
                 h.update(chunk)
     return h.hexdigest()

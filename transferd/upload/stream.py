@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from transferd.discovery.models import SourceFile
+from transferd.localfile import open_regular
 
 MiB = 1024**2
 MIN_PART_SIZE = 5 * MiB  # S3: every part but the last is at least 5 MiB
@@ -199,7 +200,7 @@ class SourceReader:
         if fd is None:
             src = self.sources[i]
             try:
-                fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                fd = open_regular(src.path)
             except OSError as e:
                 raise SourceChanged(f"{src.path}: cannot open: {e.strerror or e}") from None
             st = os.fstat(fd)
