@@ -88,7 +88,7 @@ FAULT_WEIGHTS = {
 API_ENDPOINTS = (None, None, "uploads-post-data", "sample-sheet", "project-samples", "upload-credentials",
                  "samples", "projects", "uploads")  # fmt: skip
 S3_OPERATIONS = ("UploadPart", "UploadPart", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload",
-                 "ListParts", "HeadObject", None)  # fmt: skip
+                 "ListParts", "HeadObject", "PutObject", "PutObject", None)  # fmt: skip
 MAX_BACKLOG = 150  # go samples written but not assigned yet, beyond which no new run starts
 WEBHOOK_KINDS = ("valid", "valid", "replay", "forged", "stale", "tampered", "unsigned", "malformed")
 
@@ -271,6 +271,7 @@ concurrency = 6
 max_objects = 4
 max_bytes_in_flight = "48MiB"
 part_size = "5MiB"
+single_put_max = "4MiB"
 retry_deadline = "15m"
 assign_deadline = "15m"
 {watches}
@@ -403,7 +404,8 @@ watchdog = false
                     rule["operation"] = op
                 ctl.add_fault(**rule)
             elif kind == "s3_reset":
-                op = r.choice(("UploadPart", "UploadPart", "UploadPart", "CompleteMultipartUpload", "ListParts"))
+                op = r.choice(("UploadPart", "UploadPart", "UploadPart", "CompleteMultipartUpload", "ListParts",
+                               "PutObject", "PutObject"))  # fmt: skip
                 ctl.add_fault(target="s3", operation=op, reset=True, times=r.randint(1, 2))
             elif kind == "s3_latency":
                 ctl.add_fault(target="s3", latency=round(r.uniform(0.3, 2.0), 2), times=r.randint(2, 6))

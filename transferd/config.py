@@ -44,12 +44,16 @@ class StateConfig:
     path: Path = Path("/var/lib/transferd/journal.sqlite3")
 
 
+SINGLE_PUT_LIMIT = 5 * 1024**3  # S3: one PutObject carries at most 5 GiB
+
+
 @dataclass(frozen=True, slots=True)
 class UploadConfig:
     concurrency: int = 8  # concurrent S3 part requests, all objects together
     max_objects: int = 4  # objects uploading at once
     max_bytes_in_flight: int = 96 * 1024**2  # global budget of part buffers
     part_size: int = 8 * 1024**2  # minimum part size; grows so 10,000 parts are never exceeded
+    single_put_max: int = 200 * 1024**2  # objects up to this size go as one streamed PutObject; 0 = never
     retry_deadline: float = 3600.0  # how long one part or API call keeps retrying
     assign_deadline: float = 1800.0  # how long to wait for uploads to appear in the sample sheet
 
@@ -271,12 +275,15 @@ def _upload(t: _Table) -> UploadConfig:
         max_objects=t.integer("max_objects", d.max_objects, minimum=1),
         max_bytes_in_flight=t.size("max_bytes_in_flight", d.max_bytes_in_flight, minimum=5 * 1024**2),
         part_size=t.size("part_size", d.part_size, minimum=5 * 1024**2),
+        single_put_max=t.size("single_put_max", d.single_put_max, minimum=0),
         retry_deadline=t.duration("retry_deadline", d.retry_deadline),
         assign_deadline=t.duration("assign_deadline", d.assign_deadline),
     )
     t.finish()
     if cfg.max_bytes_in_flight < cfg.part_size:
         t.fail("max_bytes_in_flight", f"must be at least part_size ({cfg.part_size} bytes)")
+    if cfg.single_put_max > SINGLE_PUT_LIMIT:
+        t.fail("single_put_max", f"must be at most 5GiB (S3's limit for one PutObject), not {cfg.single_put_max} bytes")
     return cfg
 
 

@@ -40,7 +40,8 @@ def test_sigterm_mid_upload_then_resume(sandbox: SandboxProcess, tmp_path: Path)
     port = free_port()
     config = write_config(
         tmp_path / "config.toml", api_url=info.api_url, s3_url=info.s3_url, state=journal, port=port, grace=GRACE,
-        upload={"concurrency": 1, "max_objects": 1, "part_size": "5MiB", "max_bytes_in_flight": "5MiB"},
+        upload={"concurrency": 1, "max_objects": 1, "part_size": "5MiB", "max_bytes_in_flight": "5MiB",
+                "single_put_max": "0"},
         watches=[{"path": root, "destination": "gncv://sigterm", "project_id": info.project_id,
                   "settle_seconds": 0, "rescan_interval": "1s"}],
         log_format="json",

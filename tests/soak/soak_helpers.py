@@ -48,6 +48,7 @@ path = {json.dumps(str(work / "journal.sqlite3"))}
 
 [upload]
 part_size = "5MiB"
+single_put_max = "0"
 retry_deadline = "5m"
 assign_deadline = "5m"
 

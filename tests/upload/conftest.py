@@ -11,11 +11,12 @@ import pytest
 
 @pytest.fixture
 def small_parts_config(tmp_path: Path) -> Iterator[Path]:
-    """A config file for the CLI: 5 MiB parts, two requests at a time, one object at a time."""
+    """A config file for the CLI: multipart always, 5 MiB parts, two requests at a time, one object at a time."""
     path = tmp_path / "upload.toml"
     path.write_text(
         f'[state]\npath = "{tmp_path / "daemon.sqlite3"}"\n'
-        '[upload]\npart_size = "5MiB"\nconcurrency = 2\nmax_objects = 1\nmax_bytes_in_flight = "15MiB"\n'
+        '[upload]\npart_size = "5MiB"\nsingle_put_max = "0"\nconcurrency = 2\nmax_objects = 1\n'
+        'max_bytes_in_flight = "15MiB"\n'
         'retry_deadline = "60s"\nassign_deadline = "60s"\n'
     )
     yield path

@@ -57,8 +57,9 @@ def scan(path: Path, single_end: bool = False) -> list[Run]:
 
 
 def make_config(sb: SandboxProcess, tmp_path: Path, **upload: Any) -> Config:
+    """Multipart for every object unless `single_put_max` is given (these tests are about parts)."""
     settings = {
-        "part_size": 5 * MiB, "concurrency": 4, "max_objects": 2, "max_bytes_in_flight": 40 * MiB,
+        "part_size": 5 * MiB, "single_put_max": 0, "concurrency": 4, "max_objects": 2, "max_bytes_in_flight": 40 * MiB,
         "retry_deadline": 60.0, "assign_deadline": 30.0, **upload,
     }  # fmt: skip
     return Config(

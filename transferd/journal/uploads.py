@@ -312,6 +312,15 @@ def start_multipart(conn: sqlite3.Connection, object_id: int, s3_upload_id: str,
     conn.execute("DELETE FROM parts WHERE object_id = ?", (object_id,))
 
 
+def start_put(conn: sqlite3.Connection, object_id: int) -> None:
+    """The object goes as one PutObject: nothing to resume if we die during it (S3 never shows half a PUT)."""
+    conn.execute(
+        "UPDATE objects SET s3_upload_id = NULL, part_size = NULL, state = 'uploading', updated = ? WHERE id = ?",
+        (now(), object_id),
+    )
+    conn.execute("DELETE FROM parts WHERE object_id = ?", (object_id,))
+
+
 def record_part(conn: sqlite3.Connection, object_id: int, part: PartRow) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO parts (object_id, part_number, offset, size, etag, checksum, done)"

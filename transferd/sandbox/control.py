@@ -8,7 +8,8 @@
 | POST /_sandbox/projects/{id}/samples        | {"client_id", "r1_size", "r2_size", "seed"}    |
 | GET/POST/DELETE /_sandbox/faults            | a rule or a list of rules (see faults.py)      |
 | GET/DELETE /_sandbox/log                    | ?target&method&path&endpoint&operation&since   |
-| GET/POST /_sandbox/settings                 | {"sample_delay", "restore_delay", "url_ttl", "credentials_ttl"} |
+| GET/POST /_sandbox/settings                 | {"sample_delay", "restore_delay", "url_ttl",   |
+|                                             |  "credentials_ttl", "upload_notice_delay"}     |
 | POST /_sandbox/failqc                       | {"project_id", "client_id", "fail": true}      |
 | POST /_sandbox/archive                      | {"sample_ids": [...]} or {"project_id"}        |
 | PUT/DELETE /_sandbox/webhooks/{project_id}  | {"url", "secret"}                              |

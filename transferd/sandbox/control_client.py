@@ -141,12 +141,14 @@ class SandboxControl:
         restore_delay: float | None = None,
         url_ttl: float | None = None,
         credentials_ttl: float | None = None,
+        upload_notice_delay: float | None = None,
     ) -> dict[str, float]:
         values = {
             "sample_delay": sample_delay,
             "restore_delay": restore_delay,
             "url_ttl": url_ttl,
             "credentials_ttl": credentials_ttl,
+            "upload_notice_delay": upload_notice_delay,
         }
         return self.api("POST", "/_sandbox/settings", {k: v for k, v in values.items() if v is not None})
 

@@ -5,6 +5,7 @@ A rule is a JSON object. Shapes (keys not shown are optional):
     {"target": "api", "endpoint": "sample-sheet" | "<path regex>", "method": "GET",
      "status": 503, "times": 2, "retry_after": 1, "maintenance": true}
     {"target": "api", "latency": 0.5}
+    {"target": "s3", "operation": "PutObject", "response_latency": 5}   the server does the work, answers late
     {"target": "s3", "operation": "UploadPart", "part": 3, "status": 503, "code": "SlowDown", "times": 1}
     {"target": "s3", "operation": "UploadPart", "reset": true, "times": 1}
     {"target": "download", "corrupt": true, "times": 1}            (+ "file_id" / "file_type")
@@ -60,6 +61,7 @@ class FaultRule:
     retry_after: float | None = None
     maintenance: bool = False
     latency: float = 0.0
+    response_latency: float = 0.0  # s3: forwarded at once, the answer held back (the work is done meanwhile)
     reset: bool = False
     reset_after_bytes: int | None = None
     corrupt: bool = False
@@ -79,11 +81,16 @@ class FaultRule:
             return f"reset after {self.reset_after_bytes} bytes"
         if self.corrupt:
             return "corrupt"
+        if self.response_latency:
+            return f"response latency {self.response_latency}s"
         return f"latency {self.latency}s"
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
-        return {k: v for k, v in data.items() if v is not None and v is not False and not (k == "latency" and not v)}
+        return {
+            k: v for k, v in data.items()
+            if v is not None and v is not False and not (k in ("latency", "response_latency") and not v)
+        }  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +99,15 @@ class Effect:
 
     latency: float = 0.0
     rule: FaultRule | None = None
+    response_latency: float = 0.0
 
     @property
     def description(self) -> str | None:
         parts = []
         if self.latency:
             parts.append(f"latency {self.latency}s")
+        if self.response_latency:
+            parts.append(f"response latency {self.response_latency}s")
         if self.rule is not None:
             parts.append(self.rule.describe())
         return ", ".join(parts) or None
@@ -118,6 +128,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "retry_after": (int, float),
     "maintenance": (bool,),
     "latency": (int, float),
+    "response_latency": (int, float),
     "reset": (bool,),
     "reset_after_bytes": (int,),
     "corrupt": (bool,),
@@ -204,7 +215,7 @@ class FaultBook:
             self._remaining[rule.id] = left - 1
 
     def _take(self, target: str, matches: Callable[[FaultRule], bool]) -> Effect:
-        latency = 0.0
+        latency = response_latency = 0.0
         action: FaultRule | None = None
         for rule in list(self._rules):
             if rule.target != target or not matches(rule):
@@ -214,12 +225,15 @@ class FaultBook:
                     continue  # one action per request; later rules wait for later requests
                 action = rule
                 latency += rule.latency
-            elif rule.latency:
+            elif rule.latency or rule.response_latency:
                 latency += rule.latency
+                response_latency += rule.response_latency
             else:
                 continue
             self._consume(rule)
-        return Effect(latency=latency, rule=action) if latency or action else NO_EFFECT
+        if not (latency or response_latency or action):
+            return NO_EFFECT
+        return Effect(latency=latency, rule=action, response_latency=response_latency)
 
     def take_api(self, method: str, endpoint: str, path: str) -> Effect:
         def matches(rule: FaultRule) -> bool:

@@ -112,11 +112,25 @@ class Sandbox:
 
     def object_landed(self, bucket: str, key: str) -> None:
         upload = self.state.upload_for_object(bucket, key)
-        if upload is not None:
+        if upload is None:
+            return
+        delay = self.state.settings.upload_notice_delay
+        if delay <= 0:
             self.state.mark_upload_succeeded(upload.id, self.now())
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            if upload.id in self.state.uploads:
+                self.state.mark_upload_succeeded(upload.id, self.now())
+
+        self.tasks.spawn(later(), name=f"notice:{upload.id}")
 
     async def refresh_uploads(self, uploads: list[Upload]) -> list[Upload]:
-        """Flip `started` uploads whose object exists to `succeeded` (the fallback to the proxy's notice)."""
+        """Flip `started` uploads whose object exists to `succeeded` (the fallback to the proxy's notice; off
+        while `upload_notice_delay` is set: then only the delayed notice does it)."""
+        if self.state.settings.upload_notice_delay > 0:
+            return uploads
 
         async def check(upload: Upload) -> Upload:
             if upload.last_status.status != "started" or upload.source_url:

@@ -194,7 +194,7 @@ class S3Proxy:
                 code = s3_error_code(rule)
                 message = rule.message or S3_ERROR_MESSAGES.get(code, code)
                 return error_response(rule.status, code, message, request.path)
-            response = await self._forward(request, bytes_in, bytes_out)
+            response = await self._forward(request, bytes_in, bytes_out, effect.response_latency)
             status = response.status
             if (
                 status == 200
@@ -222,7 +222,9 @@ class S3Proxy:
                 fault=fault,
             )
 
-    async def _forward(self, request: web.Request, bytes_in: _Counter, bytes_out: _Counter) -> web.StreamResponse:
+    async def _forward(
+        self, request: web.Request, bytes_in: _Counter, bytes_out: _Counter, hold: float = 0.0
+    ) -> web.StreamResponse:
         assert self._session is not None
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
         data = _stream_body(request, bytes_in) if request.body_exists else None
@@ -240,6 +242,8 @@ class S3Proxy:
             event(log, "sandbox.s3_upstream_failed", logging.WARNING, url=str(url), error=repr(exc))
             return error_response(503, "ServiceUnavailable", f"S3 upstream unavailable: {exc}", request.path)
         async with upstream:
+            if hold:
+                await asyncio.sleep(hold)  # upstream has done the work; its answer is late
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for name, value in upstream.headers.items():
                 if name.lower() not in HOP_BY_HOP:

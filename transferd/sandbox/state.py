@@ -61,6 +61,9 @@ class Settings:
     restore_delay: float = 2.0
     url_ttl: float = 3600.0
     credentials_ttl: float = 3600.0
+    # Seconds between an object landing in S3 and its upload being `succeeded` (the real service learns from S3
+    # events, a little later; until then an upload slot does not say the bytes are there).
+    upload_notice_delay: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from transferd.log import event
 from transferd.retry import ApiError
 from transferd.stats import STATS
 from transferd.upload.budget import ByteBudget
+from transferd.upload.putbody import SourcesBody
 from transferd.upload.s3 import MultipartGone, RemotePart, S3Backend
 from transferd.upload.stream import (
     PartBuffers,
@@ -38,6 +39,7 @@ from transferd.upload.stream import (
     SourceReader,
     part_size_for,
     plan_parts,
+    prehash,
     restat,
     stat_changes,
 )
@@ -96,6 +98,7 @@ class ObjectEngine:
         min_part_size: int,
         draining: asyncio.Event,
         on_progress: Callable[[int], None] | None = None,
+        single_put_max: int = 0,
     ) -> None:
         self._journal = journal
         self._api = api
@@ -105,6 +108,7 @@ class ObjectEngine:
         self._min_part_size = min_part_size
         self._draining = draining
         self._on_progress = on_progress
+        self._single_put_max = single_put_max
         self.active: dict[int, ObjectProgress] = {}
         self._buffers = PartBuffers()
 
@@ -172,7 +176,7 @@ class ObjectEngine:
             raise _Restart(f"Gencove moved the upload to s3://{slot.bucket}/{slot.key}")
         await self._journal.run(jq.set_slot, obj.id, slot.id, slot.bucket, slot.key)
         obj = await self._journal.run(jq.get_object, obj.id)
-        if slot.succeeded:
+        if slot.succeeded and not await self._landed_stale(obj):
             # Gencove already has these bytes (an earlier run, or our completion before a crash): never resend.
             sha256 = None
             if obj.s3_upload_id and not obj.sha256 and not await asyncio.to_thread(stat_changes, obj.sources):
@@ -185,6 +189,8 @@ class ObjectEngine:
         await self._check_sources(obj)
         s3 = await self._s3()
         assert obj.bucket and obj.key
+        if not obj.s3_upload_id and obj.size <= self._single_put_max:
+            return await self._put_whole(s3, obj, progress, streamed)
         remote: dict[int, RemotePart] = {}
         if obj.s3_upload_id:
             try:
@@ -238,6 +244,77 @@ class ObjectEngine:
             sent=sent, reused=reused,
         )  # fmt: skip
         return UploadResult(obj.id, obj.destination_path, "uploaded", obj.size, sha256, sent, reused, None, state)
+
+    async def _put_whole(
+        self, s3: S3Backend, obj: jq.ObjectRow, progress: ObjectProgress, streamed: Callable[[], None] | None
+    ) -> UploadResult:
+        """The object as one streamed PutObject: no Complete, and no request per part. A first local pass
+        computes the SHA-256 (stored with the object as metadata) and the CRC32 header S3 verifies. S3 keeps a
+        PUT whole or not at all; after a crash, an object S3 already holds with our SHA-256 is not sent again."""
+        assert obj.bucket and obj.key
+        await self._journal.run(jq.start_put, obj.id)
+        try:
+            sha256, crc32 = await asyncio.to_thread(prehash, obj.sources, s3.checksums)
+            found = await s3.head_object(obj.bucket, obj.key)
+            if found is not None and found.size == obj.size and found.sha256 == sha256:
+                etag, sent = found.etag, 0  # our PUT went through before we died: its answer was lost
+                self._advance(progress, obj.size)
+            else:
+                try:
+                    put_etag, sent = await self._send_whole(s3, obj, progress, sha256, crc32), 1
+                except (SourceChanged, asyncio.CancelledError):
+                    raise
+                except Exception:
+                    # A source rewritten under the body makes S3 refuse it (its CRC32 no longer matches): that is
+                    # a reason to start again, not a failure of the object.
+                    changes = await asyncio.to_thread(stat_changes, obj.sources)
+                    if changes:
+                        raise SourceChanged("; ".join(changes)) from None
+                    raise
+                if put_etag is None:
+                    event(log, "upload.object_interrupted", object=obj.destination_path, parts_done=0)
+                    return UploadResult(obj.id, obj.destination_path, "interrupted", obj.size)
+                etag = put_etag
+        except SourceChanged as e:
+            raise _Restart(str(e), await self._new_sources(obj)) from None
+        if streamed is not None:
+            streamed()
+        changes = await asyncio.to_thread(stat_changes, obj.sources)
+        if changes:
+            raise _Restart("source changed during the upload: " + "; ".join(changes), await self._new_sources(obj))
+        head = await s3.head(obj.bucket, obj.key)
+        if head is None or head[0] != obj.size:
+            got = "no object" if head is None else f"{head[0]} bytes"
+            raise _Restart(f"after the PUT S3 holds {got}, expected {obj.size} bytes (sum of the sources)")
+        state = await self._journal.run(jq.finish_object, obj.id, sha256, etag)
+        STATS.object_done("upload")
+        STATS.file_done("upload", len(obj.sources))
+        event(log, "upload.object_done", object=obj.destination_path, size=obj.size, sha256=sha256, parts=0,
+              sent=sent, reused=1 - sent)  # fmt: skip
+        return UploadResult(obj.id, obj.destination_path, "uploaded", obj.size, sha256, sent, 1 - sent, None, state)
+
+    async def _send_whole(
+        self, s3: S3Backend, obj: jq.ObjectRow, progress: ObjectProgress, sha256: str, crc32: str | None
+    ) -> str | None:
+        """One PutObject of the whole object; its ETag, or None when stopping kept it from starting."""
+        assert obj.bucket and obj.key
+
+        def sent(n: int) -> None:
+            STATS.add_bytes("upload", n)
+            self._advance(progress, n)
+
+        body = SourcesBody(obj.sources, self._budget, sent)
+        async with self._requests:
+            if self._draining.is_set():
+                return None
+            progress.parts_total = progress.parts_in_flight = 1
+            started = time.monotonic()
+            try:
+                etag = await s3.put(obj.bucket, obj.key, body, sha256, crc32)
+            finally:
+                progress.parts_in_flight = 0
+            STATS.observe_part(time.monotonic() - started)
+        return etag
 
     async def _stream(
         self,
@@ -368,6 +445,22 @@ class ObjectEngine:
             progress.parts_done += 1
         if self._on_progress is not None:
             self._on_progress(n)
+
+    async def _landed_stale(self, obj: jq.ObjectRow) -> bool:
+        """True if S3 holds a PUT of ours with other bytes than the sources now: a PUT lands before the sources
+        can be re-checked, so a source rewritten during it (caught after, the object started again) leaves its
+        old or mixed bytes there, and Gencove calls the upload succeeded. Those are sent again, never kept."""
+        if obj.attempts == 0 or not obj.bucket or not obj.key:
+            return False  # not started again by us: a succeeded upload is Gencove's word (an earlier run)
+        s3 = await self._s3()
+        found = await s3.head_object(obj.bucket, obj.key)
+        if found is None or found.sha256 is None:
+            return False  # not a PUT of ours (multipart objects are only completed from unchanged sources)
+        try:
+            current, _ = await asyncio.to_thread(prehash, obj.sources, False)
+        except SourceChanged:
+            return True  # changed again: the upload path below starts it over
+        return found.sha256 != current
 
     # -- sources ------------------------------------------------------------------------------------------------
     async def _check_sources(self, obj: jq.ObjectRow) -> None:

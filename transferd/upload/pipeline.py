@@ -104,8 +104,9 @@ class UploadPipeline:
         self._s3: S3Backend | None = None
         self._s3_lock = asyncio.Lock()
         self.engine = ObjectEngine(
-            journal, client, self._get_s3, self._budget, self._requests, up.part_size, self._draining, on_progress
-        )
+            journal, client, self._get_s3, self._budget, self._requests, up.part_size, self._draining, on_progress,
+            single_put_max=up.single_put_max,
+        )  # fmt: skip
         self.assigner = Assigner(
             journal, client, up.assign_deadline, self._draining, self._changed.set,
             request_timeout=config.gencove.request_timeout,

@@ -33,6 +33,7 @@ from transferd.gencove.models import Credentials
 from transferd.journal.uploads import PartRow
 from transferd.log import event, register_secret
 from transferd.retry import Policy, call, is_credential_error
+from transferd.upload.putbody import SourcesBody
 from transferd.upload.stream import PartData
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,16 @@ FORCED_REFRESH_DEBOUNCE = 1.0  # parts in flight together see the same ExpiredTo
 
 class MultipartGone(Exception):
     """S3 no longer knows the multipart upload (aborted or expired): the object starts again."""
+
+
+SHA256_META = "transferd-sha256"  # user metadata of objects sent by one PutObject: SHA-256 of the sources
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    size: int
+    etag: str  # without quotes
+    sha256: str | None  # our SHA256_META, when the object was sent by one PutObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +261,38 @@ class S3Backend:
         checksum = resp.get("ChecksumCRC32") or (part.crc32 if self.checksums else None)
         return PartRow(part.spec.number, part.spec.offset, part.spec.size, _unquote(resp["ETag"]), checksum)
 
+    async def put(self, bucket: str, key: str, body: SourcesBody, sha256: str, crc32: str | None) -> str:
+        """One PutObject of `body` (streamed), with its SHA-256 as metadata (see `head_object`); returns the
+        ETag. A source that changed under the body raises `SourceChanged` at once (never retried: the engine
+        starts the object again)."""
+        kwargs: dict[str, Any] = {
+            "Bucket": bucket, "Key": key, "ContentLength": len(body), "Metadata": {SHA256_META: sha256},
+        }  # fmt: skip
+        if self.checksums and crc32:
+            kwargs["ChecksumCRC32"] = crc32
+
+        tries = 0
+
+        async def once() -> Any:
+            nonlocal tries
+            tries += 1
+            if tries > 1:  # the last try may have landed with its answer lost: never store the bytes twice
+                found = await self._head_once(bucket, key)
+                if found is not None and found.size == len(body) and found.sha256 == sha256:
+                    return {"ETag": found.etag}
+            body.seek(0)
+            try:
+                return await self._client.put_object(Body=body, **kwargs)
+            except Exception:
+                if body.failed is not None:
+                    raise body.failed from None
+                raise
+            finally:
+                body.close()
+
+        resp = await self._call("put_object", once)
+        return _unquote(str(resp.get("ETag", "")))
+
     async def list_parts(self, bucket: str, key: str, upload_id: str) -> dict[int, RemotePart]:
         async def once() -> dict[int, RemotePart]:
             found: dict[int, RemotePart] = {}
@@ -305,15 +348,22 @@ class S3Backend:
 
     async def head(self, bucket: str, key: str) -> tuple[int, str] | None:
         """(size, etag) of the object, or None when it is not there."""
+        found = await self.head_object(bucket, key)
+        return None if found is None else (found.size, found.etag)
 
-        async def once() -> tuple[int, str] | None:
-            try:
-                resp = await self._client.head_object(Bucket=bucket, Key=key)
-            except ClientError as e:
-                if _error_code(e) in ("404", "NoSuchKey", "NotFound"):
-                    return None
-                raise
-            return int(resp["ContentLength"]), _unquote(str(resp.get("ETag", "")))
+    async def _head_once(self, bucket: str, key: str) -> Head | None:
+        try:
+            resp = await self._client.head_object(Bucket=bucket, Key=key)
+        except ClientError as e:
+            if _error_code(e) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        sha256 = (resp.get("Metadata") or {}).get(SHA256_META)
+        return Head(int(resp["ContentLength"]), _unquote(str(resp.get("ETag", ""))), sha256)
+
+    async def head_object(self, bucket: str, key: str) -> Head | None:
+        def once() -> Any:
+            return self._head_once(bucket, key)
 
         try:
             return await self._call("head_object", once)  # type: ignore[no-any-return]

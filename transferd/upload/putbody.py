@@ -1,0 +1,147 @@
+"""The body of a single PutObject: the concatenated sources, streamed chunk by chunk while aiohttp sends them.
+
+Nothing is buffered beyond the chunk on its way: each chunk is read in a thread under the global byte budget
+and its budget is given back once aiohttp has handed it to the socket (when it asks for the next one). The
+sources are re-opened and checked against their recorded versions for every pass, so a file replaced or
+truncated under us ends the body with `SourceChanged` (kept in `failed`) instead of sending other bytes.
+
+botocore rewinds a body before retrying a request (`seek(0)`); a new pass then starts from the beginning.
+`read` exists only because botocore's parameter validation wants a file-like object: our checksum header is
+set and payload signing is off, so nothing reads the body but aiohttp, through `__aiter__`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from transferd.discovery.models import SourceFile
+from transferd.stats import STATS
+from transferd.upload.budget import ByteBudget
+from transferd.upload.stream import MiB, PartData, PartSpec, SourceChanged, SourceReader
+
+CHUNK = 4 * MiB
+
+
+class SourcesBody:
+    def __init__(
+        self,
+        sources: Sequence[SourceFile],
+        budget: ByteBudget,
+        on_sent: Callable[[int], None] | None = None,
+        chunk: int = CHUNK,
+    ) -> None:
+        self._sources = tuple(sources)
+        self._size = sum(s.size for s in sources)
+        self._budget = budget
+        self._on_sent = on_sent
+        self._chunk = max(1, min(chunk, budget.capacity))
+        self._pos = 0
+        self._passes: list[_Pass] = []
+        self.sha256: str | None = None  # of the last pass that read every byte
+        self.failed: SourceChanged | None = None
+        self.high_water = 0  # bytes handed to aiohttp at least once (progress never counts a retry twice)
+
+    def __len__(self) -> int:
+        return self._size
+
+    # -- what botocore touches --------------------------------------------------------------------------------
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, min(self._size, base + pos))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        raise OSError("SourcesBody is sent by aiohttp through __aiter__; reading it whole would defeat streaming")
+
+    # -- what aiohttp sends -----------------------------------------------------------------------------------
+    def __aiter__(self) -> AsyncIterator[bytes | memoryview]:
+        p = _Pass(self, self._pos)
+        self._passes.append(p)
+        return p
+
+    def close(self) -> None:
+        """After the request (sent, failed or cancelled): every budget byte still held is given back."""
+        for p in self._passes:
+            p.close()
+        self._passes.clear()
+
+    def _sent(self, upto: int) -> None:
+        if upto > self.high_water:
+            if self._on_sent is not None:
+                self._on_sent(upto - self.high_water)
+            self.high_water = upto
+
+
+class _Pass:
+    """One pass over the body, from `start` to the end (an async iterator of chunks)."""
+
+    def __init__(self, body: SourcesBody, start: int) -> None:
+        self._body = body
+        self._reader = SourceReader(body._sources, md5=False, crc32=False)
+        self._offset = 0
+        self._start = start  # bytes before it are read (for the hash) but not sent
+        self._held = 0  # budget of the chunk aiohttp is sending
+        self._lock = threading.Lock()
+        self._reading = False
+        self._closed = False
+
+    def __aiter__(self) -> _Pass:
+        return self
+
+    async def __anext__(self) -> bytes | memoryview:
+        body = self._body
+        self._give_back()  # aiohttp asks for the next chunk once the last one is in the socket's hands
+        body._sent(self._offset)
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._offset >= body._size:
+                body.sha256 = self._reader.sha256.hexdigest()
+                self.close()
+                raise StopAsyncIteration
+            n = min(body._chunk, body._size - self._offset)
+            skipping = self._offset < self._start
+            if not skipping:
+                await body._budget.acquire(n)
+                STATS.in_flight("upload", nbytes=n)
+                self._held = n
+            try:
+                data = await asyncio.to_thread(self._read, PartSpec(1, self._offset, n))
+            except SourceChanged as e:
+                body.failed = e
+                raise
+            self._offset += n
+            body._pos = self._offset
+            if not skipping:
+                return data.body
+
+    def _read(self, spec: PartSpec) -> PartData:
+        with self._lock:
+            if self._closed:
+                raise SourceChanged("the request is over")  # never reached by a live request
+            self._reading = True
+        try:
+            return self._reader.read(spec)
+        finally:
+            with self._lock:
+                self._reading = False
+                if self._closed:
+                    self._reader.close()
+
+    def _give_back(self) -> None:
+        if self._held:
+            self._body._budget.release(self._held)
+            STATS.in_flight("upload", nbytes=-self._held)
+            self._held = 0
+
+    def close(self) -> None:
+        self._give_back()
+        with self._lock:
+            self._closed = True
+            if not self._reading:  # else the reading thread closes the files when its read returns
+                self._reader.close()
