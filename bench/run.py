@@ -136,7 +136,9 @@ def s3rver_suite(
         progress.say("starting s3rver and the sandbox in front of it")
         s3 = stack.enter_context(S3rver(tmp / "s3rver-data", [RAW_BUCKET], log_dir / "s3rver.log"))
         sandbox = stack.enter_context(
-            SandboxServer(s3.url, log_dir / "sandbox.log", ("--sample-delay", IDLE_SAMPLE_DELAY))
+            SandboxServer(
+                s3.url, log_dir / "sandbox.log", ("--sample-delay", IDLE_SAMPLE_DELAY, "--direct-download-urls")
+            )
         )
         admin = S3Admin(s3.url, ACCESS_KEY, SECRET_KEY)
         stack.callback(admin.close)
@@ -149,7 +151,7 @@ def s3rver_suite(
             progress.say(f"uploads to s3rver at {s3.url}: {', '.join(r.key for r in uploads)} x {reps}")
             run_phase(uploads, ctx, reps, scratch, log_dir, progress, records)
         if downloads:
-            progress.say(f"downloads from the sandbox: {', '.join(r.key for r in downloads)} x {reps}")
+            progress.say(f"downloads from s3rver (presigned URLs): {', '.join(r.key for r in downloads)} x {reps}")
             uploader = _deliverables_uploader(progress.say)
             if uploader is None:
                 raise SuiteError("no uploader can prepare the deliverables; downloads skipped")

@@ -85,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="check started uploads with HeadObject this often; 0 = only when asked (default: %(default)s)",
     )
     parser.add_argument(
+        "--direct-download-urls",
+        action="store_true",
+        help="hand out presigned GET URLs of the S3 server itself (as the real service does) instead of the "
+        "sandbox's /_dl route; download faults then do not apply (benchmarks)",
+    )
+    parser.add_argument(
         "--watch-pid",
         type=int,
         metavar="PID",
@@ -110,6 +116,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         deliverables_bucket=args.deliverables_bucket,
         project_id=args.project_id,
         upload_poll_interval=args.upload_poll_interval,
+        direct_download_urls=args.direct_download_urls,
         settings=Settings(
             sample_delay=args.sample_delay,
             restore_delay=args.restore_delay,

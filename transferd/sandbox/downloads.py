@@ -60,6 +60,31 @@ class UrlSigner:
         return None
 
 
+class PresignedUrls:
+    """Download URLs presigned (SigV4, query string) on the S3 server itself, as the real service's are: the
+    client talks to S3 directly. Signing is local computation (a plain botocore client, no request)."""
+
+    def __init__(self, endpoint: str, access_key: str, secret_key: str) -> None:
+        import botocore.session
+        from botocore.config import Config
+
+        self._client = botocore.session.get_session().create_client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key, config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
+        )  # fmt: skip
+
+    def sign(self, sample_file: SampleFile, ttl: float, now: float | None = None) -> str:
+        params = {
+            "Bucket": sample_file.bucket, "Key": sample_file.key,
+            "ResponseContentDisposition": f"attachment; filename={sample_file.filename}",
+        }  # fmt: skip
+        url: str = self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=max(1, int(ttl)))
+        return url
+
+    def check(self, file_id: str, expires: str, disposition: str, sig: str, now: float | None = None) -> str | None:
+        return "this sandbox hands out S3 URLs (--direct-download-urls); /_dl URLs are not valid here"
+
+
 @dataclass(frozen=True, slots=True)
 class ByteRange:
     first: int

@@ -56,6 +56,9 @@ class SandboxConfig:
     # How often uploads still `started` are checked with HeadObject; 0 = only when the API is asked about them.
     # Benchmarks turn it off: a HEAD on an object being written makes some S3 servers (s3rver) hash it.
     upload_poll_interval: float = POLL_INTERVAL
+    # Download URLs presigned on the S3 server itself (like the real service's) instead of the /_dl route, which
+    # adds faults but also a Python hop. Benchmarks use it; URL TTLs still apply, download faults do not.
+    direct_download_urls: bool = False
 
 
 class Sandbox:
@@ -76,7 +79,7 @@ class Sandbox:
         self._moto: MotoServer | None = None
         self._store: S3Store | None = None
         self._runners: list[web.AppRunner] = []
-        self._signer: downloads.UrlSigner | None = None
+        self._signer: downloads.UrlSigner | downloads.PresignedUrls | None = None
         self._info: SandboxInfo | None = None
 
     # -- what handlers use ---------------------------------------------------------------------------
@@ -91,7 +94,7 @@ class Sandbox:
         return self._store
 
     @property
-    def signer(self) -> downloads.UrlSigner:
+    def signer(self) -> downloads.UrlSigner | downloads.PresignedUrls:
         assert self._signer is not None, "sandbox not started"
         return self._signer
 
@@ -182,7 +185,10 @@ class Sandbox:
         api_runner = web.AppRunner(api_app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         s3_url = await self._serve(proxy_runner, self.config.s3_port)
         api_url = await self._serve(api_runner, self.config.port)
-        self._signer = downloads.UrlSigner(api_url)
+        if self.config.direct_download_urls:
+            self._signer = downloads.PresignedUrls(upstream, self.config.s3_access_key, self.config.s3_secret_key)
+        else:
+            self._signer = downloads.UrlSigner(api_url)
         self._info = SandboxInfo(
             api_url=api_url,
             s3_url=s3_url,
