@@ -1,8 +1,10 @@
 """The retry policy: one place that decides what is retryable and how long to keep trying.
 
-Two layers (tech-notes §8): botocore's own small standard-mode retries, and around every S3 and API call an
-outer tenacity loop with exponential backoff and full jitter, bounded by a deadline rather than a count, so a
-daemon rides out a long outage. What is not retryable fails fast and is recorded by the caller.
+Around every S3 and API call a tenacity loop with exponential backoff and full jitter, bounded by a deadline
+rather than a count, so a daemon rides out a long outage. It is the only layer: the S3 client makes one attempt
+per call (botocore's own retries would re-send a request whose answer was lost, e.g. a PUT S3 already stored;
+callers for which that matters check first, see `upload.s3.S3Backend.put`). What is not retryable fails fast
+and is recorded by the caller.
 """
 
 from __future__ import annotations

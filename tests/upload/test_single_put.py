@@ -188,3 +188,22 @@ def test_sigkill_after_the_put_landed_does_not_send_it_again(sandbox: SandboxPro
     assert [e for e in sandbox.control.log(operation="PutObject", since=seq) if e["key"] == r1] == [], (
         "the object S3 already held was sent again"
     )
+
+
+async def test_a_put_whose_answer_is_lost_is_not_stored_twice(sandbox: SandboxProcess, tmp_path: Path) -> None:
+    """S3 stores the PUT, the answer never arrives in time (read timeout), the call is retried: the retry asks
+    S3 first and finds the object with our SHA-256, so the bytes are stored once."""
+    import dataclasses
+
+    run_dir = make_run(tmp_path / "RUNL", {"L": 1}, mib_per_file=1)
+    sandbox.control.add_fault(target="s3", operation="PutObject", response_latency=4.0, times=1)
+    cfg = setup(sandbox, tmp_path, single_put_max=64 * MiB, max_objects=1)
+    cfg = dataclasses.replace(cfg, gencove=dataclasses.replace(cfg.gencove, request_timeout=1.5))
+    report = await upload_once(cfg, tmp_path / "j.sqlite3", make_watch(tmp_path, None), run_dir)
+    assert report.ok, [(s.client_id, s.state, s.error) for s in report.samples]
+    assert_identical(sandbox, run_dir, "seq1/RUNL", ["L"])
+    # The held-back answer is logged when the proxy finally sends it, after the client has moved on.
+    late = wait_for(lambda: [e for e in sandbox.control.log(operation="PutObject") if e["fault"]], timeout=20)
+    puts = sandbox.control.log(operation="PutObject")
+    assert len(late) == 1 and late[0]["status"] == 200, puts  # stored, answered too late
+    assert len([e for e in puts if e["key"] == late[0]["key"]]) == 1, puts  # and never sent again

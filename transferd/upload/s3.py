@@ -4,8 +4,8 @@
   middle of a long multipart upload. botocore's refresh windows (15 min advisory, 10 min mandatory) are
   scaled down for short lifetimes, or every request would refresh (tech-notes §3.5). An `ExpiredToken`
   answer forces a refresh before the retry.
-* Every call runs under `transferd.retry` (outer, deadline-bound) on top of botocore's small standard-mode
-  retries; what is not retryable raises at once and the engine fails that object.
+* Every call runs under `transferd.retry` (deadline-bound, the only retry layer: botocore makes one attempt);
+  what is not retryable raises at once and the engine fails that object.
 * Part bodies arrive already checksummed (CRC32 or Content-MD5, computed in a reader thread), so botocore
   neither hashes nor signs large payloads on the event loop; S3 verifies the checksum.
 """
@@ -183,7 +183,9 @@ class S3Backend:
         config = AioConfig(
             region_name=self._gencove.s3_region,
             max_pool_connections=max(10, self._upload.concurrency + 4),
-            retries={"mode": "standard", "max_attempts": 3},
+            # One attempt per call: `transferd.retry` is the one retry policy. botocore's own retries would
+            # also re-send a PUT whose answer was lost after S3 stored it; ours asks S3 first (see `put`).
+            retries={"mode": "standard", "total_max_attempts": 1},
             connect_timeout=10,
             read_timeout=self._gencove.request_timeout,
             s3=s3_options,
