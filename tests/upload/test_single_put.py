@@ -135,9 +135,9 @@ async def test_a_source_rewritten_during_the_put_restarts_with_the_new_bytes(
                                                     seed=999, compresslevel=0)  # fmt: skip
                     await asyncio.to_thread(_rewrite_in_place, victim, fresh)
             report = task.result()
+    assert report.ok, [(s.client_id, s.state, s.error) for s in report.samples]
     restarts = journal_events(tmp_path / "j.sqlite3", "starting the object again")
     assert restarts, "the rewrite did not land during the PUT"
-    assert report.ok, [(s.client_id, s.state, s.error) for s in report.samples]
     expected = sha256_concat(sources_of(run_dir, "A", "R1"))
     up = uploads_by_path(sandbox)["gncv://seq1/RUNW/A_R1.fastq.gz"]
     assert s3_sha256(sandbox, up["s3"]["bucket"], up["s3"]["object_name"]) == expected
@@ -196,6 +196,7 @@ async def test_a_put_whose_answer_is_lost_is_not_stored_twice(sandbox: SandboxPr
     import dataclasses
 
     run_dir = make_run(tmp_path / "RUNL", {"L": 1}, mib_per_file=1)
+    seq = sandbox.control.last_log_seq()
     sandbox.control.add_fault(target="s3", operation="PutObject", response_latency=4.0, times=1)
     cfg = setup(sandbox, tmp_path, single_put_max=64 * MiB, max_objects=1)
     cfg = dataclasses.replace(cfg, gencove=dataclasses.replace(cfg.gencove, request_timeout=1.5))
@@ -203,7 +204,11 @@ async def test_a_put_whose_answer_is_lost_is_not_stored_twice(sandbox: SandboxPr
     assert report.ok, [(s.client_id, s.state, s.error) for s in report.samples]
     assert_identical(sandbox, run_dir, "seq1/RUNL", ["L"])
     # The held-back answer is logged when the proxy finally sends it, after the client has moved on.
-    late = wait_for(lambda: [e for e in sandbox.control.log(operation="PutObject") if e["fault"]], timeout=20)
-    puts = sandbox.control.log(operation="PutObject")
-    assert len(late) == 1 and late[0]["status"] == 200, puts  # stored, answered too late
-    assert len([e for e in puts if e["key"] == late[0]["key"]]) == 1, puts  # and never sent again
+    mine = {u["s3"]["object_name"] for p, u in uploads_by_path(sandbox).items() if p.startswith("gncv://seq1/RUNL/")}
+
+    def puts() -> list[dict[str, object]]:
+        return [e for e in sandbox.control.log(operation="PutObject", since=seq) if e["key"] in mine]
+
+    late = wait_for(lambda: [e for e in puts() if e["fault"]], timeout=20)
+    assert len(late) == 1 and late[0]["status"] == 200, puts()  # stored, answered too late
+    assert len([e for e in puts() if e["key"] == late[0]["key"]]) == 1, puts()  # and never sent again

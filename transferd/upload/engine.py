@@ -471,7 +471,7 @@ class ObjectEngine:
     async def _new_sources(self, obj: jq.ObjectRow) -> tuple[SourceFile, ...]:
         """The changed sources' current versions, only if each is still a whole gzip stream: a file being
         rewritten must never be sent half-written (the object fails instead, with the reason)."""
-        fresh = await self._restat_waiting(obj)
+        fresh = await self._settled(obj, await self._restat_waiting(obj))
         for old, new in zip(obj.sources, fresh, strict=True):
             if old.version != new.version:
                 problem = await asyncio.to_thread(check_gzip_file, new.path)
@@ -479,6 +479,21 @@ class ObjectEngine:
                     raise SourceUnavailable(f"{jq.SOURCE_UNAVAILABLE}{new.path}: {problem}")
                 if problem:
                     raise SourceGone(f"{new.path} changed and is no longer a complete gzip stream: {problem}")
+        return fresh
+
+    async def _settled(self, obj: jq.ObjectRow, fresh: tuple[SourceFile, ...]) -> tuple[SourceFile, ...]:
+        """Wait (up to SOURCE_GRACE) until the sources stop changing: a file caught in the middle of being
+        rewritten is judged once its writer is done, not while it is half-written."""
+        deadline = time.monotonic() + SOURCE_GRACE
+        while time.monotonic() < deadline and not self._draining.is_set():
+            try:  # a condition with a deadline, not a retry: look again after a moment
+                await asyncio.wait_for(self._draining.wait(), SOURCE_POLL)
+            except TimeoutError:
+                pass
+            again = await self._restat_waiting(obj)
+            if again == fresh:
+                return fresh
+            fresh = again
         return fresh
 
     async def _restat_waiting(self, obj: jq.ObjectRow) -> tuple[SourceFile, ...]:

@@ -59,7 +59,7 @@ class SourcesBody:
         raise OSError("SourcesBody is sent by aiohttp through __aiter__; reading it whole would defeat streaming")
 
     # -- what aiohttp sends -----------------------------------------------------------------------------------
-    def __aiter__(self) -> AsyncIterator[bytes | memoryview]:
+    def __aiter__(self) -> AsyncIterator[memoryview]:
         p = _Pass(self, self._pos)
         self._passes.append(p)
         return p
@@ -78,14 +78,22 @@ class SourcesBody:
 
 
 class _Pass:
-    """One pass over the body, from `start` to the end (an async iterator of chunks)."""
+    """One pass over the body, from `start` to the end: an async iterator of 1 MiB read-only views of one
+    reused chunk buffer. aiohttp writes each view before asking for the next, so the buffer is refilled only
+    once nothing refers to it (a fresh buffer per chunk would cost a page fault per 4 KiB; handing asyncio
+    more than the socket takes at once would make it copy the rest)."""
+
+    SLICE = 1024**2
 
     def __init__(self, body: SourcesBody, start: int) -> None:
         self._body = body
         self._reader = SourceReader(body._sources, md5=False, crc32=False)
-        self._offset = 0
+        self._buf = bytearray(body._chunk)
+        self._view: memoryview | None = None  # the chunk being sent
+        self._sliced = 0  # bytes of it handed out
+        self._offset = 0  # bytes of the body read (and hashed)
         self._start = start  # bytes before it are read (for the hash) but not sent
-        self._held = 0  # budget of the chunk aiohttp is sending
+        self._held = 0  # budget of the chunk being sent
         self._lock = threading.Lock()
         self._reading = False
         self._closed = False
@@ -93,9 +101,11 @@ class _Pass:
     def __aiter__(self) -> _Pass:
         return self
 
-    async def __anext__(self) -> bytes | memoryview:
+    async def __anext__(self) -> memoryview:
         body = self._body
-        self._give_back()  # aiohttp asks for the next chunk once the last one is in the socket's hands
+        if self._view is not None and self._sliced < len(self._view):
+            return self._slice()
+        self._give_back()  # the whole chunk is in the socket's hands
         body._sent(self._offset)
         while True:
             if self._closed:
@@ -118,7 +128,15 @@ class _Pass:
             self._offset += n
             body._pos = self._offset
             if not skipping:
-                return data.body
+                assert isinstance(data.body, memoryview)
+                self._view, self._sliced = data.body, 0
+                return self._slice()
+
+    def _slice(self) -> memoryview:
+        assert self._view is not None
+        start = self._sliced
+        self._sliced = min(len(self._view), start + self.SLICE)
+        return self._view[start : self._sliced]
 
     def _read(self, spec: PartSpec) -> PartData:
         with self._lock:
@@ -126,7 +144,7 @@ class _Pass:
                 raise SourceChanged("the request is over")  # never reached by a live request
             self._reading = True
         try:
-            return self._reader.read(spec)
+            return self._reader.read(spec, into=self._buf)
         finally:
             with self._lock:
                 self._reading = False
@@ -134,6 +152,7 @@ class _Pass:
                     self._reader.close()
 
     def _give_back(self) -> None:
+        self._view = None
         if self._held:
             self._body._budget.release(self._held)
             STATS.in_flight("upload", nbytes=-self._held)
