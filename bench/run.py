@@ -27,7 +27,7 @@ from datetime import datetime
 
 from bench import tools
 from bench.data import LANES, SAMPLES, SyntheticRun, ensure_run, warm_page_cache
-from bench.procs import raise_on_termination
+from bench.procs import free_port, raise_on_termination
 from bench.report import GIB, MB, RepRecord, check_targets, machine, render_markdown, summarize, write_results
 from bench.runners import (
     ALL_RUNNERS,
@@ -134,12 +134,14 @@ def s3rver_suite(
     downloads = [r for r in runners if r.phase == "download"]
     with ExitStack() as stack:
         progress.say("starting s3rver and the sandbox in front of it")
-        s3 = stack.enter_context(S3rver(tmp / "s3rver-data", [RAW_BUCKET], log_dir / "s3rver.log"))
-        sandbox = stack.enter_context(
-            SandboxServer(
-                s3.url, log_dir / "sandbox.log", ("--sample-delay", IDLE_SAMPLE_DELAY, "--direct-download-urls")
-            )
-        )
+        # s3rver notifies the sandbox of new objects (S3 event notifications, as the real service gets them),
+        # so the sandbox never HEADs an object still being written: s3rver would md5 the partial file.
+        api_port = free_port()
+        events = f"http://127.0.0.1:{api_port}/_s3-events"
+        s3 = stack.enter_context(S3rver(tmp / "s3rver-data", [RAW_BUCKET], log_dir / "s3rver.log", events_url=events))
+        sandbox_args = ("--port", str(api_port), "--s3-events", "--direct-download-urls",
+                        "--sample-delay", IDLE_SAMPLE_DELAY)  # fmt: skip
+        sandbox = stack.enter_context(SandboxServer(s3.url, log_dir / "sandbox.log", sandbox_args))
         admin = S3Admin(s3.url, ACCESS_KEY, SECRET_KEY)
         stack.callback(admin.close)
         target = Target(

@@ -7,6 +7,7 @@ group and all, when the context exits.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,10 +22,17 @@ REGION = "us-east-1"
 class S3rver(ListeningServer):
     name = "s3rver"
 
-    def __init__(self, data_dir: Path, buckets: Sequence[str], log_path: Path, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, data_dir: Path, buckets: Sequence[str], log_path: Path, host: str = "127.0.0.1",
+        events_url: str | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(log_path, host)
         self.data_dir = data_dir
         self.buckets = tuple(buckets)
+        self.events_url = events_url  # where ObjectCreated events are POSTed (the sandbox's /_s3-events)
+
+    def env(self) -> dict[str, str] | None:
+        return {**os.environ, "S3RVER_EVENTS_URL": self.events_url} if self.events_url else None
 
     def argv(self) -> list[str]:
         ensure_s3rver()

@@ -137,3 +137,36 @@ def test_direct_download_urls_are_presigned_s3_urls(sandbox: SandboxProcess) -> 
         request = urllib.request.Request(url, headers={"Range": "bytes=10-19"})
         with urllib.request.urlopen(request, timeout=10) as r:
             assert r.status == 206 and r.read() == whole[10:20]
+
+
+def test_s3_events_mode_learns_uploads_from_notifications_not_heads(sandbox: SandboxProcess) -> None:
+    """`--s3-events`: an object written straight to the S3 server (past the sandbox's proxy) is not looked for
+    with HeadObject; the upload turns `succeeded` when the S3 server's event notification arrives."""
+    import json
+    import urllib.request
+
+    upstream = sandbox.info.s3_upstream_url
+    args = ("--s3-endpoint", upstream, "--bucket", "ev-uploads", "--deliverables-bucket", "ev-deliverables")
+    with SandboxProcess(*args, "--s3-events", "--upload-poll-interval", "0") as proc:
+        path = "gncv://events/E1_R1.fastq.gz"
+        up = proc.control.api("POST", "/api/v2/uploads-post-data/", {"destination_path": path}, expect=[201])
+        bucket, key = up["s3"]["bucket"], up["s3"]["object_name"]
+        import botocore.session
+
+        direct = botocore.session.get_session().create_client(
+            "s3", endpoint_url=upstream, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+        )
+        direct.put_object(Bucket=bucket, Key=key, Body=b"x" * 100)  # straight to S3, past the proxy
+
+        def status() -> str:
+            again = proc.control.api("POST", "/api/v2/uploads-post-data/", {"destination_path": path}, expect=[201])
+            return str(again["last_status"]["status"])
+
+        assert status() == "started"  # the object exists, but nobody told the sandbox
+        event = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket},
+                                                                      "object": {"key": key, "size": 100}}}]}
+        request = urllib.request.Request(proc.info.api_url + "/_s3-events", data=json.dumps(event).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 200
+        assert status() == "succeeded"

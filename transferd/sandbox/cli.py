@@ -91,6 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "sandbox's /_dl route; download faults then do not apply (benchmarks)",
     )
     parser.add_argument(
+        "--s3-events",
+        action="store_true",
+        help="the S3 server POSTs its event notifications to /_s3-events (as S3 notifies the real service); "
+        "uploads are then never checked with HeadObject",
+    )
+    parser.add_argument(
         "--watch-pid",
         type=int,
         metavar="PID",
@@ -117,6 +123,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         project_id=args.project_id,
         upload_poll_interval=args.upload_poll_interval,
         direct_download_urls=args.direct_download_urls,
+        s3_events=args.s3_events,
         settings=Settings(
             sample_delay=args.sample_delay,
             restore_delay=args.restore_delay,

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 
@@ -59,6 +60,9 @@ class SandboxConfig:
     # Download URLs presigned on the S3 server itself (like the real service's) instead of the /_dl route, which
     # adds faults but also a Python hop. Benchmarks use it; URL TTLs still apply, download faults do not.
     direct_download_urls: bool = False
+    # The S3 server POSTs its event notifications to /_s3-events (as S3 notifies the real service): uploads are
+    # then never HEADed on demand, which on some servers (s3rver) hashes objects still being written.
+    s3_events: bool = False
 
 
 class Sandbox:
@@ -132,7 +136,7 @@ class Sandbox:
     async def refresh_uploads(self, uploads: list[Upload]) -> list[Upload]:
         """Flip `started` uploads whose object exists to `succeeded` (the fallback to the proxy's notice; off
         while `upload_notice_delay` is set: then only the delayed notice does it)."""
-        if self.state.settings.upload_notice_delay > 0:
+        if self.state.settings.upload_notice_delay > 0 or self.config.s3_events:
             return uploads
 
         async def check(upload: Upload) -> Upload:
@@ -182,6 +186,7 @@ class Sandbox:
         control.add_routes(api_app)
         legacy.add_routes(api_app)  # the legacy REST API (projects/samples, apps/members) on the same port
         api_app.router.add_get("/_dl/{file_id}", self._download)
+        api_app.router.add_post("/_s3-events", self._s3_events)
         api_runner = web.AppRunner(api_app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         s3_url = await self._serve(proxy_runner, self.config.s3_port)
         api_url = await self._serve(api_runner, self.config.port)
@@ -212,6 +217,18 @@ class Sandbox:
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         return await downloads.serve_download(request, self)
+
+    async def _s3_events(self, request: web.Request) -> web.Response:
+        """An S3 event notification (`{"Records": [{"eventName", "s3": {"bucket": {"name"}, "object": {"key"}}}]}`):
+        an ObjectCreated record marks the upload of that object succeeded. Unknown objects are ignored."""
+        try:
+            records = (await request.json()).get("Records") or []
+            for r in records:
+                if str(r.get("eventName", "")).startswith("ObjectCreated"):
+                    self.object_landed(r["s3"]["bucket"]["name"], unquote_plus(r["s3"]["object"]["key"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": f"not an S3 event notification: {exc}"}, status=400)
+        return web.json_response({"ok": True})
 
     async def close(self) -> None:
         await self._service_tasks.cancel_all()
