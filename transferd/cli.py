@@ -31,6 +31,7 @@ COMMANDS = (
     Command("upload", "transferd.upload.command", "upload a run folder or a .fastq-map.csv once, then assign"),
     Command("download", "transferd.mirror.command", "mirror a project's deliverables once"),
     Command("status", "transferd.service.status", "runs, samples per state, in-flight work and last errors"),
+    Command("requeue", "transferd.upload.requeue", "put failed samples back to work (after fixing the cause)"),
     Command("sandbox", "transferd.sandbox.cli", "run the local Gencove-compatible API and S3 server"),
     Command("demo", "transferd.demo", "end-to-end demo on the embedded sandbox"),
 )

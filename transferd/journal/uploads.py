@@ -403,6 +403,53 @@ def fail_sample(conn: sqlite3.Connection, sample_id: int, error: str) -> None:
     refresh_run(conn, int(row["run_id"]))
 
 
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    folder: str
+    client_id: str
+    run: str
+    outcome: str  # "uploading" | "assigning" | "skipped: <why>"
+    error: str  # what it had failed with
+
+
+def requeue_failed(
+    conn: sqlite3.Connection, run: str | None = None, client_id: str | None = None, dry_run: bool = False
+) -> list[Requeued]:
+    """Failed samples (of the run whose path or name is `run`, with this `client_id`; None = any) go back to
+    work: failed objects to `pending` (keeping their multipart uploads, which the engine checks with
+    ListParts), samples whose objects are all done back to assignment (the sheet is checked before any POST).
+    A sample that failed in discovery (no objects) is not touched: it comes back when its files are seen ready."""
+    rows = conn.execute(
+        "SELECT s.id, s.run_id, s.folder, s.client_id, s.error, r.path FROM samples s JOIN runs r ON r.id = s.run_id"
+        " WHERE s.state = 'failed' AND (? IS NULL OR r.path = ? OR r.name = ?) AND (? IS NULL OR s.client_id = ?)"
+        " ORDER BY s.id",
+        (run, run, run, client_id, client_id),
+    ).fetchall()
+    out = []
+    t = now()
+    for r in rows:
+        objects = conn.execute("SELECT state FROM objects WHERE sample_id = ?", (r["id"],)).fetchall()
+        if not objects:
+            why = "skipped: failed in discovery; it is uploaded once its files are seen ready again"
+            out.append(Requeued(r["folder"], r["client_id"], r["path"], why, r["error"] or ""))
+            continue
+        all_done = all(o["state"] == "done" for o in objects)
+        state = "uploaded" if all_done else "uploading"
+        out.append(Requeued(r["folder"], r["client_id"], r["path"], "assigning" if all_done else "uploading",
+                            r["error"] or ""))  # fmt: skip
+        if dry_run:
+            continue
+        conn.execute(
+            "UPDATE objects SET state = CASE WHEN s3_upload_id IS NULL THEN 'pending' ELSE 'uploading' END,"
+            " error = NULL, attempts = 0, updated = ? WHERE sample_id = ? AND state = 'failed'",
+            (t, r["id"]),
+        )
+        conn.execute("UPDATE samples SET state = ?, error = NULL, updated = ? WHERE id = ?", (state, t, r["id"]))
+        log_event(conn, "info", "upload", f"{r['folder']}/{r['client_id']}", "requeued by the operator")
+        refresh_run(conn, int(r["run_id"]))
+    return out
+
+
 def assign_candidates(conn: sqlite3.Connection) -> list[AssignCandidate]:
     rows = conn.execute(
         "SELECT s.id, s.run_id, s.client_id, s.folder, s.project_id, s.metadata, s.state, a.state AS assignment"
