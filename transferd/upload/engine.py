@@ -249,19 +249,19 @@ class ObjectEngine:
         self, s3: S3Backend, obj: jq.ObjectRow, progress: ObjectProgress, streamed: Callable[[], None] | None
     ) -> UploadResult:
         """The object as one streamed PutObject: no Complete, and no request per part. A first local pass
-        computes the SHA-256 (stored with the object as metadata) and the CRC32 header S3 verifies. S3 keeps a
-        PUT whole or not at all; after a crash, an object S3 already holds with our SHA-256 is not sent again."""
+        computes the SHA-256, which S3 verifies (x-amz-checksum-sha256) and keeps as metadata. S3 keeps a PUT
+        whole or not at all; after a crash, an object S3 already holds with our SHA-256 is not sent again."""
         assert obj.bucket and obj.key
         await self._journal.run(jq.start_put, obj.id)
         try:
-            sha256, crc32 = await asyncio.to_thread(prehash, obj.sources, s3.checksums)
+            sha256 = await asyncio.to_thread(prehash, obj.sources)
             found = await s3.head_object(obj.bucket, obj.key)
             if found is not None and found.size == obj.size and found.sha256 == sha256:
                 etag, sent = found.etag, 0  # our PUT went through before we died: its answer was lost
                 self._advance(progress, obj.size)
             else:
                 try:
-                    put_etag, sent = await self._send_whole(s3, obj, progress, sha256, crc32), 1
+                    put_etag, sent = await self._send_whole(s3, obj, progress, sha256), 1
                 except (SourceChanged, asyncio.CancelledError):
                     raise
                 except Exception:
@@ -293,9 +293,7 @@ class ObjectEngine:
               sent=sent, reused=1 - sent)  # fmt: skip
         return UploadResult(obj.id, obj.destination_path, "uploaded", obj.size, sha256, sent, 1 - sent, None, state)
 
-    async def _send_whole(
-        self, s3: S3Backend, obj: jq.ObjectRow, progress: ObjectProgress, sha256: str, crc32: str | None
-    ) -> str | None:
+    async def _send_whole(self, s3: S3Backend, obj: jq.ObjectRow, progress: ObjectProgress, sha256: str) -> str | None:
         """One PutObject of the whole object; its ETag, or None when stopping kept it from starting."""
         assert obj.bucket and obj.key
 
@@ -310,7 +308,7 @@ class ObjectEngine:
             progress.parts_total = progress.parts_in_flight = 1
             started = time.monotonic()
             try:
-                etag = await s3.put(obj.bucket, obj.key, body, sha256, crc32)
+                etag = await s3.put(obj.bucket, obj.key, body, sha256)
             finally:
                 progress.parts_in_flight = 0
             STATS.observe_part(time.monotonic() - started)
@@ -457,7 +455,7 @@ class ObjectEngine:
         if found is None or found.sha256 is None:
             return False  # not a PUT of ours (multipart objects are only completed from unchanged sources)
         try:
-            current, _ = await asyncio.to_thread(prehash, obj.sources, False)
+            current = await asyncio.to_thread(prehash, obj.sources)
         except SourceChanged:
             return True  # changed again: the upload path below starts it over
         return found.sha256 != current

@@ -263,15 +263,16 @@ class S3Backend:
         checksum = resp.get("ChecksumCRC32") or (part.crc32 if self.checksums else None)
         return PartRow(part.spec.number, part.spec.offset, part.spec.size, _unquote(resp["ETag"]), checksum)
 
-    async def put(self, bucket: str, key: str, body: SourcesBody, sha256: str, crc32: str | None) -> str:
-        """One PutObject of `body` (streamed), with its SHA-256 as metadata (see `head_object`); returns the
-        ETag. A source that changed under the body raises `SourceChanged` at once (never retried: the engine
-        starts the object again)."""
+    async def put(self, bucket: str, key: str, body: SourcesBody, sha256: str) -> str:
+        """One PutObject of `body` (streamed), with its SHA-256 as the checksum S3 verifies (with checksums on)
+        and as metadata (see `head_object`); returns the ETag. The SHA-256 is computed anyway (end to end), so
+        it costs nothing more, where a CRC32 would cost another ~0.6 CPU-s per GiB. A source that changed under
+        the body raises `SourceChanged` at once (never retried: the engine starts the object again)."""
         kwargs: dict[str, Any] = {
             "Bucket": bucket, "Key": key, "ContentLength": len(body), "Metadata": {SHA256_META: sha256},
         }  # fmt: skip
-        if self.checksums and crc32:
-            kwargs["ChecksumCRC32"] = crc32
+        if self.checksums:
+            kwargs["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
 
         tries = 0
 

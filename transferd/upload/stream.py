@@ -279,20 +279,14 @@ class SourceReader:
 PREHASH_CHUNK = 8 * MiB
 
 
-def prehash(sources: Sequence[SourceFile], crc32: bool = True) -> tuple[str, str | None]:
-    """(SHA-256 hex, CRC32 base64 or None) of the concatenated sources, for a single PutObject whose headers
-    must be known before its body is sent. Blocking, for a thread; one buffer of PREHASH_CHUNK bytes."""
+def prehash(sources: Sequence[SourceFile]) -> str:
+    """SHA-256 (hex) of the concatenated sources, for a single PutObject whose checksum header must be known
+    before its body is sent. Blocking, for a thread; one buffer of PREHASH_CHUNK bytes."""
     total = sum(s.size for s in sources)
     buf = bytearray(min(PREHASH_CHUNK, max(total, 1)))
-    crc = 0
     with SourceReader(sources, md5=False, crc32=False) as reader:
         for offset in range(0, total, len(buf)):
-            n = min(len(buf), total - offset)
-            body = reader.read(PartSpec(1, offset, n), into=buf).body
-            if crc32:
-                crc = zlib.crc32(body, crc)
+            body = reader.read(PartSpec(1, offset, min(len(buf), total - offset)), into=buf).body
             if isinstance(body, memoryview):
                 body.release()
-        checksum = base64.b64encode(crc.to_bytes(4, "big")).decode() if crc32 else None
-        return reader.sha256.hexdigest(), checksum
-
+        return reader.sha256.hexdigest()
