@@ -232,17 +232,22 @@ class ObjectEngine:
             if head is None or head[0] != obj.size or not head[1].endswith(f"-{len(plan)}"):
                 raise _Restart(f"multipart upload {obj.s3_upload_id} vanished before completion") from None
             etag = head[1]  # an earlier Complete went through; its answer was lost
+        return await self._finish(s3, obj, sha256, etag, len(plan), sent, reused)
+
+    async def _finish(
+        self, s3: S3Backend, obj: jq.ObjectRow, sha256: str, etag: str, parts: int, sent: int, reused: int
+    ) -> UploadResult:
+        """S3 holds the object: check its size, record it done, account for it."""
+        assert obj.bucket and obj.key
         head = await s3.head(obj.bucket, obj.key)
         if head is None or head[0] != obj.size:
             got = "no object" if head is None else f"{head[0]} bytes"
-            raise _Restart(f"after completion S3 holds {got}, expected {obj.size} bytes (sum of the sources)")
+            raise _Restart(f"after the upload S3 holds {got}, expected {obj.size} bytes (sum of the sources)")
         state = await self._journal.run(jq.finish_object, obj.id, sha256, etag)
         STATS.object_done("upload")
         STATS.file_done("upload", len(obj.sources))
-        event(
-            log, "upload.object_done", object=obj.destination_path, size=obj.size, sha256=sha256, parts=len(plan),
-            sent=sent, reused=reused,
-        )  # fmt: skip
+        event(log, "upload.object_done", object=obj.destination_path, size=obj.size, sha256=sha256, parts=parts,
+              sent=sent, reused=reused)  # fmt: skip
         return UploadResult(obj.id, obj.destination_path, "uploaded", obj.size, sha256, sent, reused, None, state)
 
     async def _put_whole(
@@ -282,16 +287,7 @@ class ObjectEngine:
         changes = await asyncio.to_thread(stat_changes, obj.sources)
         if changes:
             raise _Restart("source changed during the upload: " + "; ".join(changes), await self._new_sources(obj))
-        head = await s3.head(obj.bucket, obj.key)
-        if head is None or head[0] != obj.size:
-            got = "no object" if head is None else f"{head[0]} bytes"
-            raise _Restart(f"after the PUT S3 holds {got}, expected {obj.size} bytes (sum of the sources)")
-        state = await self._journal.run(jq.finish_object, obj.id, sha256, etag)
-        STATS.object_done("upload")
-        STATS.file_done("upload", len(obj.sources))
-        event(log, "upload.object_done", object=obj.destination_path, size=obj.size, sha256=sha256, parts=0,
-              sent=sent, reused=1 - sent)  # fmt: skip
-        return UploadResult(obj.id, obj.destination_path, "uploaded", obj.size, sha256, sent, 1 - sent, None, state)
+        return await self._finish(s3, obj, sha256, etag, 0, sent, 1 - sent)
 
     async def _send_whole(self, s3: S3Backend, obj: jq.ObjectRow, progress: ObjectProgress, sha256: str) -> str | None:
         """One PutObject of the whole object; its ETag, or None when stopping kept it from starting."""
