@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import botocore.session
 import pytest
 from helpers import s3_client, wait_for
 
@@ -116,10 +121,6 @@ def test_sandbox_exits_when_its_user_is_killed() -> None:
 def test_direct_download_urls_are_presigned_s3_urls(sandbox: SandboxProcess) -> None:
     """`--direct-download-urls`: download URLs point at the S3 server itself (SigV4 query), as the real
     service's do; they serve the object, Ranges, and the default filename in response-content-disposition."""
-    import hashlib
-    import urllib.request
-    from urllib.parse import parse_qs, urlsplit
-
     upstream = sandbox.info.s3_upstream_url
     args = ("--s3-endpoint", upstream, "--bucket", "dl-uploads", "--deliverables-bucket", "dl-deliverables")
     with SandboxProcess(*args, "--sample-delay", "0", "--direct-download-urls") as proc:
@@ -142,17 +143,12 @@ def test_direct_download_urls_are_presigned_s3_urls(sandbox: SandboxProcess) -> 
 def test_s3_events_mode_learns_uploads_from_notifications_not_heads(sandbox: SandboxProcess) -> None:
     """`--s3-events`: an object written straight to the S3 server (past the sandbox's proxy) is not looked for
     with HeadObject; the upload turns `succeeded` when the S3 server's event notification arrives."""
-    import json
-    import urllib.request
-
     upstream = sandbox.info.s3_upstream_url
     args = ("--s3-endpoint", upstream, "--bucket", "ev-uploads", "--deliverables-bucket", "ev-deliverables")
     with SandboxProcess(*args, "--s3-events", "--upload-poll-interval", "0") as proc:
         path = "gncv://events/E1_R1.fastq.gz"
         up = proc.control.api("POST", "/api/v2/uploads-post-data/", {"destination_path": path}, expect=[201])
         bucket, key = up["s3"]["bucket"], up["s3"]["object_name"]
-        import botocore.session
-
         direct = botocore.session.get_session().create_client(
             "s3", endpoint_url=upstream, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
         )

@@ -4,22 +4,26 @@ assignment request) and restarts, and what the one-shot refuses."""
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from helpers import make_fastq_gz, wait_for
-from upload_support import cli_args, cli_env, make_run, run_cli, s3_sha256, sha256_concat, sources_of, uploads_by_path
+from upload_support import (
+    cli_args,
+    cli_env,
+    journal_rows,
+    make_run,
+    run_cli,
+    s3_sha256,
+    sha256_concat,
+    sources_of,
+    uploads_by_path,
+)
 
 from transferd import cli
 from transferd.sandbox import SandboxProcess
-
-
-def journal_rows(state: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5) as db:
-        return db.execute(sql).fetchall()
 
 
 def test_sigkill_mid_multipart_resumes_without_resending_done_parts(

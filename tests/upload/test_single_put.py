@@ -5,6 +5,7 @@ after a crash once S3 holds them."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import sqlite3
 import subprocess
@@ -18,6 +19,7 @@ from upload_support import (
     MiB,
     cli_args,
     cli_env,
+    journal_rows,
     make_run,
     make_watch,
     run_cli,
@@ -34,12 +36,6 @@ from transferd.journal import Journal
 from transferd.sandbox import SandboxProcess
 from transferd.upload.pipeline import UploadPipeline
 from transferd.upload.s3 import SHA256_META
-
-
-def journal_events(state: Path, text: str) -> list[str]:
-    with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
-        return [m for (m,) in db.execute("SELECT message FROM events WHERE message LIKE ?", (f"%{text}%",))]
-
 
 MULTIPART_OPS = {"CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "ListParts"}
 
@@ -136,7 +132,8 @@ async def test_a_source_rewritten_during_the_put_restarts_with_the_new_bytes(
                     await asyncio.to_thread(_rewrite_in_place, victim, fresh)
             report = task.result()
     assert report.ok, [(s.client_id, s.state, s.error) for s in report.samples]
-    restarts = journal_events(tmp_path / "j.sqlite3", "starting the object again")
+    restarts = journal_rows(tmp_path / "j.sqlite3", "SELECT message FROM events WHERE message LIKE ?",
+                            "%starting the object again%")  # fmt: skip
     assert restarts, "the rewrite did not land during the PUT"
     expected = sha256_concat(sources_of(run_dir, "A", "R1"))
     up = uploads_by_path(sandbox)["gncv://seq1/RUNW/A_R1.fastq.gz"]
@@ -193,8 +190,6 @@ def test_sigkill_after_the_put_landed_does_not_send_it_again(sandbox: SandboxPro
 async def test_a_put_whose_answer_is_lost_is_not_stored_twice(sandbox: SandboxProcess, tmp_path: Path) -> None:
     """S3 stores the PUT, the answer never arrives in time (read timeout), the call is retried: the retry asks
     S3 first and finds the object with our SHA-256, so the bytes are stored once."""
-    import dataclasses
-
     run_dir = make_run(tmp_path / "RUNL", {"L": 1}, mib_per_file=1)
     seq = sandbox.control.last_log_seq()
     sandbox.control.add_fault(target="s3", operation="PutObject", response_latency=4.0, times=1)

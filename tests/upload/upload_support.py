@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -49,6 +50,12 @@ def sha256_concat(paths: Sequence[Path]) -> str:
     for p in paths:
         h.update(p.read_bytes())
     return h.hexdigest()
+
+
+def journal_rows(state: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
+    """Read-only query of a journal file (safe beside the process that writes it)."""
+    with sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5) as db:
+        return db.execute(sql, params).fetchall()
 
 
 def scan(path: Path, single_end: bool = False) -> list[Run]:
