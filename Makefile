@@ -6,7 +6,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+# Every supported interpreter: the whole suite runs on $(PYTHON) (3.11); the byte paths (upload, mirror, the short
+# soak) run again on each of these, found on PATH as python3.12 etc. (pyenv here), and once more on uvloop.
+OTHER_PYTHONS ?= 3.12 3.13
+UVLOOP_PYTHON ?= 3.13
+BYTE_PATH_TESTS := tests/upload tests/mirror tests/sandbox/test_sandbox_checksums.py tests/soak/test_soak_short.py
+
+.PHONY: demo test test-pythons lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "transferd needs Python >= 3.11, found " + sys.version.split()[0])'
@@ -24,8 +30,24 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+.venv-%/.installed-stamp: pyproject.toml
+	@command -v python$* >/dev/null || { echo "python$* not found on PATH (needed for the $* test run)"; exit 1; }
+	python$* -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --upgrade pip
+	.venv-$*/bin/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+test-pythons: $(foreach v,$(OTHER_PYTHONS),.venv-$(v)/.installed-stamp)
+	@set -e; for v in $(OTHER_PYTHONS); do \
+		echo "== Python $$v: $(BYTE_PATH_TESTS)"; \
+		.venv-$$v/bin/python -m pytest -q -p no:cacheprovider $(BYTE_PATH_TESTS); \
+	done
+	@echo "== Python $(UVLOOP_PYTHON) on uvloop: tests/upload tests/sandbox/test_sandbox_checksums.py"
+	TRANSFERD_EVENT_LOOP=uvloop .venv-$(UVLOOP_PYTHON)/bin/python -m pytest -q -p no:cacheprovider \
+		tests/upload tests/sandbox/test_sandbox_checksums.py
+
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .venv-* .cache .pytest_cache .ruff_cache build *.egg-info

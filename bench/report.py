@@ -238,6 +238,8 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "os": platform.platform(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "event_loop": os.environ.get("TRANSFERD_EVENT_LOOP", "asyncio") or "asyncio",
     }
 
 
@@ -286,7 +288,8 @@ def render_markdown(meta: dict[str, Any], summaries: list[Summary], checks: list
         "## Machine and versions",
         "",
         f"* {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, kernel {m['kernel']}; "
-        f"load average at start {m['loadavg_at_start']}, at end {m.get('loadavg_at_end', '?')}",
+        f"load average at start {m['loadavg_at_start']}, at end {m.get('loadavg_at_end', '?')}; "
+        f"transferd on Python {m.get('python', '?')}, event loop {m.get('event_loop', 'asyncio')}",
         "* " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         "",
         "MB/s = logical bytes / 10^6 / wall seconds (process start to exit). CPU = user+sys of the client process "

@@ -77,6 +77,7 @@ def base_env(scratch: Path) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("AWS_", "GENCOVE_", "TRANSFERD_", "S3_", "PYTHON", "VIRTUAL_ENV"))
+        or k == "TRANSFERD_EVENT_LOOP"  # a deliberate choice of the run (uvloop), printed with the results
     }
     env["HOME"] = str(scratch)  # no ~/.aws, ~/.gencove or other per-user state
     env["AWS_CONFIG_FILE"] = str(scratch / "no-aws-config")

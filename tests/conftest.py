@@ -22,21 +22,35 @@ Fixtures (names are stable; other test packages rely on them):
   asserted.
 
 Helpers for polling and test data live in `tests/helpers.py` (`wait_for`, `make_fastq_gz`, `sha256_file`).
+
+`TRANSFERD_EVENT_LOOP=uvloop` runs every async test on uvloop (and the daemons and commands they start inherit
+it): transports that keep views of the caller's memory are where body-buffer reuse goes wrong.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests can `from helpers import ...`
 
+from transferd.eventloop import loop_factory
 from transferd.journal import Journal
 from transferd.sandbox import SandboxProcess
 from transferd.stats import STATS
+
+_LOOP = loop_factory()
+if _LOOP is not None:
+
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+        assert _LOOP is not None
+        return {"uvloop": _LOOP}
 
 SANDBOX_ARGS = ("--sample-delay", "0.5", "--restore-delay", "0.5")
 

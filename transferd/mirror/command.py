@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from transferd import eventloop
 from transferd.config import API_KEY_ENV, API_KINDS, Config, DownloadConfig, ProjectSource, load_config
 from transferd.errors import TransferdError, UsageError
 from transferd.journal import Journal
@@ -60,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
     setup_logging("warning", cfg.log.format)  # warnings and errors only: the bar and the summary say the rest
     journal = Journal.open(state)
     try:
-        return asyncio.run(_download(args, cfg, configured, api_key, journal))
+        return eventloop.run(_download(args, cfg, configured, api_key, journal))
     finally:
         journal.close()
 

@@ -6,8 +6,11 @@ A rule is a JSON object. Shapes (keys not shown are optional):
      "status": 503, "times": 2, "retry_after": 1, "maintenance": true}
     {"target": "api", "latency": 0.5}
     {"target": "s3", "operation": "PutObject", "response_latency": 5}   the server does the work, answers late
+    {"target": "s3", "read_rate": 33554432}   the server reads request bodies at 32 MiB/s (a slow link: the
+                                              client's socket buffer fills and its transport queues the rest)
     {"target": "s3", "operation": "UploadPart", "part": 3, "status": 503, "code": "SlowDown", "times": 1}
     {"target": "s3", "operation": "UploadPart", "reset": true, "times": 1}
+    {"target": "s3", "operation": "PutObject", "corrupt": true}   a body byte flipped on its way to S3
     {"target": "download", "corrupt": true, "times": 1}            (+ "file_id" / "file_type")
     {"target": "download", "reset_after_bytes": 1000, "times": 1}
     {"credentials_ttl": 5}      upload-credentials expire 5 s after issue
@@ -62,6 +65,7 @@ class FaultRule:
     maintenance: bool = False
     latency: float = 0.0
     response_latency: float = 0.0  # s3: forwarded at once, the answer held back (the work is done meanwhile)
+    read_rate: int | None = None  # s3: request bodies are read at this many bytes per second
     reset: bool = False
     reset_after_bytes: int | None = None
     corrupt: bool = False
@@ -83,6 +87,8 @@ class FaultRule:
             return "corrupt"
         if self.response_latency:
             return f"response latency {self.response_latency}s"
+        if self.read_rate:
+            return f"read rate {self.read_rate} B/s"
         return f"latency {self.latency}s"
 
     def as_dict(self) -> dict[str, object]:
@@ -100,6 +106,7 @@ class Effect:
     latency: float = 0.0
     rule: FaultRule | None = None
     response_latency: float = 0.0
+    read_rate: int | None = None
 
     @property
     def description(self) -> str | None:
@@ -108,6 +115,8 @@ class Effect:
             parts.append(f"latency {self.latency}s")
         if self.response_latency:
             parts.append(f"response latency {self.response_latency}s")
+        if self.read_rate:
+            parts.append(f"read rate {self.read_rate} B/s")
         if self.rule is not None:
             parts.append(self.rule.describe())
         return ", ".join(parts) or None
@@ -129,6 +138,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "maintenance": (bool,),
     "latency": (int, float),
     "response_latency": (int, float),
+    "read_rate": (int,),
     "reset": (bool,),
     "reset_after_bytes": (int,),
     "corrupt": (bool,),
@@ -216,6 +226,7 @@ class FaultBook:
 
     def _take(self, target: str, matches: Callable[[FaultRule], bool]) -> Effect:
         latency = response_latency = 0.0
+        read_rate: int | None = None
         action: FaultRule | None = None
         for rule in list(self._rules):
             if rule.target != target or not matches(rule):
@@ -225,15 +236,16 @@ class FaultBook:
                     continue  # one action per request; later rules wait for later requests
                 action = rule
                 latency += rule.latency
-            elif rule.latency or rule.response_latency:
+            elif rule.latency or rule.response_latency or rule.read_rate:
                 latency += rule.latency
                 response_latency += rule.response_latency
+                read_rate = rule.read_rate or read_rate
             else:
                 continue
             self._consume(rule)
-        if not (latency or response_latency or action):
+        if not (latency or response_latency or action or read_rate):
             return NO_EFFECT
-        return Effect(latency=latency, rule=action, response_latency=response_latency)
+        return Effect(latency=latency, rule=action, response_latency=response_latency, read_rate=read_rate)
 
     def take_api(self, method: str, endpoint: str, path: str) -> Effect:
         def matches(rule: FaultRule) -> bool:

@@ -1,8 +1,12 @@
-"""A streaming reverse proxy in front of the S3 server: request log, fault injection, credential expiry.
+"""A streaming reverse proxy in front of the S3 server: request log, fault injection, credential expiry,
+and S3's body integrity checks.
 
 Clients are given this proxy's URL as "the S3 endpoint". Bodies stream through in chunks both ways;
 status codes, Content-Length, ETag, x-amz-* headers and XML error bodies pass unchanged. The upstream
 (moto) does not check signatures, so the original headers, Host included, are forwarded as they are.
+Neither moto nor s3rver verifies `Content-MD5` or `x-amz-checksum-*`, so the proxy does, as S3 does
+(`checksums.py`): a request body that does not match what its request declares is refused with S3's error and
+never reaches the server whole (its last chunk is held back until the body has been judged).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import asyncio
 import logging
 import re
 import secrets
+import time
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,6 +28,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from transferd.log import event
+from transferd.sandbox.checksums import ALGORITHMS, BodyCheck, Refusal
 from transferd.sandbox.faults import S3_ERROR_MESSAGES, FaultBook, s3_error_code
 from transferd.sandbox.reqlog import RequestLog, Stopwatch
 
@@ -29,6 +36,7 @@ log = logging.getLogger("transferd.sandbox")
 
 CHUNK = 256 * 1024
 RESET_READ_LIMIT = 1024 * 1024
+COMPLETE_BODY_LIMIT = 16 * 1024 * 1024  # a CompleteMultipartUpload of 10,000 parts is ~1 MiB of XML
 # Hop-by-hop headers (RFC 9110 7.6.1) plus Expect: the proxy answers 100-continue itself.
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
@@ -146,6 +154,8 @@ class S3Proxy:
         self._upstream = upstream.rstrip("/")
         self._hooks = hooks
         self._session: aiohttp.ClientSession | None = None
+        # (upload id, part number) -> {algorithm: base64} the part was stored with, for CompleteMultipartUpload
+        self._part_checksums: dict[tuple[str, int], dict[str, str]] = {}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=0)
@@ -194,8 +204,31 @@ class S3Proxy:
                 code = s3_error_code(rule)
                 message = rule.message or S3_ERROR_MESSAGES.get(code, code)
                 return error_response(rule.status, code, message, request.path)
-            response = await self._forward(request, bytes_in, bytes_out, effect.response_latency)
+            check = BodyCheck.of(request.headers)
+            if isinstance(check, Refusal):
+                await _drain(request, bytes_in)
+                status, fault = check.status, f"refused: {check.code}"
+                return error_response(check.status, check.code, check.message, request.path)
+            corrupt = rule is not None and rule.corrupt  # a byte flipped in transit, as by a bad NIC or proxy
+            body: _Inbound | bytes = _Inbound(request, bytes_in, check, effect.read_rate, corrupt)
+            if s3req.operation == "CompleteMultipartUpload" and s3req.upload_id:
+                raw = await _read_all(request, bytes_in, COMPLETE_BODY_LIMIT)
+                refusal = self._check_complete(s3req.upload_id, raw)
+                if refusal is not None:
+                    status, fault = refusal.status, f"refused: {refusal.code}"
+                    return error_response(refusal.status, refusal.code, refusal.message, request.path)
+                body = raw
+            response = await self._forward(request, body, bytes_out, effect.response_latency)
             status = response.status
+            if isinstance(body, _Inbound) and body.refusal is not None:
+                fault = f"refused: {body.refusal.code}"
+            if status == 200 and s3req.operation == "UploadPart" and s3req.upload_id and s3req.part is not None:
+                self._part_checksums[(s3req.upload_id, s3req.part)] = check.checksums()
+            if status in (200, 204) and s3req.upload_id and s3req.operation in (
+                "CompleteMultipartUpload", "AbortMultipartUpload"
+            ):  # fmt: skip
+                for k in [k for k in self._part_checksums if k[0] == s3req.upload_id]:
+                    del self._part_checksums[k]
             if (
                 status == 200
                 and s3req.bucket
@@ -222,12 +255,38 @@ class S3Proxy:
                 fault=fault,
             )
 
+    def _check_complete(self, upload_id: str, raw: bytes) -> Refusal | None:
+        """S3 refuses a CompleteMultipartUpload that names a part checksum the part was not stored with."""
+        try:
+            root = ET.fromstring(raw)
+        except ET.ParseError:
+            return None  # the server answers MalformedXML itself
+        for part in root.iter():
+            if not part.tag.endswith("Part"):
+                continue
+            fields = {child.tag.rsplit("}", 1)[-1]: (child.text or "").strip() for child in part}
+            number = fields.get("PartNumber", "")
+            stored = self._part_checksums.get((upload_id, int(number))) if number.isdigit() else None
+            if stored is None:
+                continue  # a part this proxy did not see (sent before a restart): the server judges it
+            for algorithm in ALGORITHMS:
+                named = fields.get(f"Checksum{algorithm.upper()}")
+                if named is not None and stored.get(algorithm) != named:
+                    return Refusal(
+                        "InvalidPart",
+                        "One or more of the specified parts could not be found. The part may not have been "
+                        "uploaded, or the specified entity tag may not match the part's entity tag.",
+                    )
+        return None
+
     async def _forward(
-        self, request: web.Request, bytes_in: _Counter, bytes_out: _Counter, hold: float = 0.0
+        self, request: web.Request, body: _Inbound | bytes, bytes_out: _Counter, hold: float = 0.0
     ) -> web.StreamResponse:
         assert self._session is not None
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
-        data = _stream_body(request, bytes_in) if request.body_exists else None
+        data: bytes | AsyncIterator[bytes] | None = body if isinstance(body, bytes) else None
+        if isinstance(body, _Inbound) and request.body_exists:
+            data = body.stream()
         url = URL(self._upstream + request.raw_path, encoded=True)
         try:
             upstream = await self._session.request(
@@ -239,6 +298,9 @@ class S3Proxy:
                 skip_auto_headers=("Content-Type", "Accept", "Accept-Encoding", "User-Agent"),
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            if isinstance(body, _Inbound) and body.refusal is not None:  # we cut the body short: S3's answer
+                r = body.refusal
+                return error_response(r.status, r.code, r.message, request.path)
             event(log, "sandbox.s3_upstream_failed", logging.WARNING, url=str(url), error=repr(exc))
             return error_response(503, "ServiceUnavailable", f"S3 upstream unavailable: {exc}", request.path)
         async with upstream:
@@ -263,10 +325,54 @@ class S3Proxy:
         return response
 
 
-async def _stream_body(request: web.Request, counter: _Counter) -> AsyncIterator[bytes]:
+class _BodyRefused(Exception):
+    """Raised into the upstream request to cut a refused body short (the server then stores nothing)."""
+
+
+class _Inbound:
+    """A request body on its way upstream: counted, read at the fault's rate if any, and checked; the last chunk
+    is held back until the whole body has been judged."""
+
+    def __init__(
+        self, request: web.Request, counter: _Counter, check: BodyCheck, rate: int | None, corrupt: bool = False
+    ) -> None:
+        self._request = request
+        self._counter = counter
+        self._check = check
+        self._rate = rate
+        self._corrupt = corrupt
+        self.refusal: Refusal | None = None
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        started = time.monotonic()
+        held: bytes | None = None
+        async for chunk in self._request.content.iter_chunked(CHUNK):
+            self._counter.n += len(chunk)
+            if self._corrupt and chunk:
+                chunk, self._corrupt = bytes([chunk[0] ^ 0xFF]) + chunk[1:], False
+            self._check.feed(chunk)
+            if self._rate:  # a slow link: the client's socket buffer fills and its transport queues the rest
+                ahead = self._counter.n / self._rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            if held is not None:
+                yield held
+            held = chunk
+        self.refusal = self._check.finish()
+        if self.refusal is not None:
+            raise _BodyRefused(self.refusal.code)
+        if held is not None:
+            yield held
+
+
+async def _read_all(request: web.Request, counter: _Counter, limit: int) -> bytes:
+    data = bytearray()
     async for chunk in request.content.iter_chunked(CHUNK):
         counter.n += len(chunk)
-        yield chunk
+        if len(data) + len(chunk) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data) + len(chunk))
+        data += chunk
+    return bytes(data)
 
 
 async def _drain(request: web.Request, counter: _Counter) -> None:

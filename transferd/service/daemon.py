@@ -22,7 +22,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from transferd import __version__
+from transferd import __version__, eventloop
 from transferd.config import Config, WatchConfig, load_config, resolve_api_key
 from transferd.errors import ConfigError, TransferdError, UsageError
 from transferd.gencove.client import GencoveClient
@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
     api_key = resolve_api_key(cfg)
     journal = Journal.open(cfg.state.path)  # JournalLocked names the journal and the holder's pid
     try:
-        return asyncio.run(Daemon(cfg, journal, api_key).run())
+        return eventloop.run(Daemon(cfg, journal, api_key).run())
     except ExceptionGroup as group:  # a task failed: say which, exit 1 so systemd restarts us
         errors = _leaves(group)
         if len(errors) == 1 and isinstance(errors[0], TransferdError):

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from transferd import eventloop
 from transferd.config import (
     API_KEY_ENV,
     Config,
@@ -129,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
                 print(f"  {r.unit_path}: {p}", file=sys.stderr)
         return 1
     state = Path(args.state).expanduser() if args.state else default_state_path()
-    report = asyncio.run(_upload(cfg, key, watch, runs, state, progress=not args.no_progress))
+    report = eventloop.run(_upload(cfg, key, watch, runs, state, progress=not args.no_progress))
     return _print_report(report, watch)
 
 
