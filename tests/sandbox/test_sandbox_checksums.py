@@ -54,7 +54,9 @@ def test_bodies_matching_their_checksums_are_stored(sandbox: SandboxProcess) -> 
         "ContentMD5": _b64(hashlib.md5(BODY).digest()),
     }
     for n, (name, value) in enumerate(good.items()):
-        s3.put_object(Bucket=bucket, Key=f"ok/{n}", Body=BODY, **{name: value})
+        answer = s3.put_object(Bucket=bucket, Key=f"ok/{n}", Body=BODY, **{name: value})
+        if name != "ContentMD5":
+            assert answer[name] == value  # S3 names the checksum it verified
     for algorithm in ("CRC32C", "CRC64NVME", "SHA1"):  # computed by botocore (with awscrt), verified by the proxy
         s3.put_object(Bucket=bucket, Key=f"ok/{algorithm}", Body=BODY, ChecksumAlgorithm=algorithm)
     for key in [f"ok/{n}" for n in range(len(good))] + ["ok/CRC32C", "ok/CRC64NVME", "ok/SHA1"]:
@@ -139,6 +141,8 @@ def test_complete_naming_a_part_checksum_the_part_was_not_sent_with_is_refused(s
         s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={
             "Parts": [{"PartNumber": 1, "ETag": etag, "ChecksumCRC32": _b64(bytes(4))}]})  # fmt: skip
     assert _refused(exc)[:2] == (400, "InvalidPart")
-    s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={
+    done = s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={
         "Parts": [{"PartNumber": 1, "ETag": etag, "ChecksumCRC32": crc}]})  # fmt: skip
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == part
+    # as S3 does, the answer names the composite checksum: CRC32 of the part digests, "-<parts>"
+    assert done["ChecksumCRC32"] == _b64(zlib.crc32(base64.b64decode(crc)).to_bytes(4, "big")) + "-1"

@@ -12,6 +12,10 @@ S3 server whole (it drops the truncated request) and the client gets S3's answer
 `UploadPart` checksums are remembered by the proxy so that `CompleteMultipartUpload` can be refused when it
 names a part checksum that differs from the one the part was sent with (400 `InvalidPart`), as S3 does. Not
 checked: full-object (`x-amz-checksum-type: FULL_OBJECT`) checksums of a multipart upload.
+
+Like S3, the proxy answers a verified PutObject or UploadPart with the checksum it verified
+(`x-amz-checksum-<algorithm>`), and a CompleteMultipartUpload with the composite checksum of its parts
+(`composite()`: the checksum of the concatenated part digests, `-<part count>` appended).
 """
 
 from __future__ import annotations
@@ -76,6 +80,14 @@ def _decode(value: str, size: int) -> bytes | None:
     except (binascii.Error, ValueError):
         return None
     return raw if len(raw) == size else None
+
+
+def composite(algorithm: str, parts: list[str]) -> str:
+    """S3's checksum of a multipart object, from its parts' base64 checksums in part order."""
+    h = _hasher(algorithm)
+    for value in parts:
+        h.update(base64.b64decode(value))
+    return f"{b64(h.digest())}-{len(parts)}"
 
 
 def declared_checksums(headers: Mapping[str, str]) -> dict[str, str]:

@@ -28,7 +28,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from transferd.log import event
-from transferd.sandbox.checksums import ALGORITHMS, BodyCheck, Refusal
+from transferd.sandbox.checksums import ALGORITHMS, BodyCheck, Refusal, composite
 from transferd.sandbox.faults import S3_ERROR_MESSAGES, FaultBook, s3_error_code
 from transferd.sandbox.reqlog import RequestLog, Stopwatch
 
@@ -211,14 +211,15 @@ class S3Proxy:
                 return error_response(check.status, check.code, check.message, request.path)
             corrupt = rule is not None and rule.corrupt  # a byte flipped in transit, as by a bad NIC or proxy
             body: _Inbound | bytes = _Inbound(request, bytes_in, check, effect.read_rate, corrupt)
+            echo: dict[str, str] | None = None  # the checksums the answer carries (else the body's, once verified)
             if s3req.operation == "CompleteMultipartUpload" and s3req.upload_id:
                 raw = await _read_all(request, bytes_in, COMPLETE_BODY_LIMIT)
-                refusal = self._check_complete(s3req.upload_id, raw)
-                if refusal is not None:
-                    status, fault = refusal.status, f"refused: {refusal.code}"
-                    return error_response(refusal.status, refusal.code, refusal.message, request.path)
-                body = raw
-            response = await self._forward(request, body, bytes_out, effect.response_latency)
+                judged = self._check_complete(s3req.upload_id, raw)
+                if isinstance(judged, Refusal):
+                    status, fault = judged.status, f"refused: {judged.code}"
+                    return error_response(judged.status, judged.code, judged.message, request.path)
+                body, echo = raw, judged
+            response = await self._forward(request, body, bytes_out, effect.response_latency, echo)
             status = response.status
             if isinstance(body, _Inbound) and body.refusal is not None:
                 fault = f"refused: {body.refusal.code}"
@@ -255,18 +256,21 @@ class S3Proxy:
                 fault=fault,
             )
 
-    def _check_complete(self, upload_id: str, raw: bytes) -> Refusal | None:
-        """S3 refuses a CompleteMultipartUpload that names a part checksum the part was not stored with."""
+    def _check_complete(self, upload_id: str, raw: bytes) -> Refusal | dict[str, str]:
+        """S3 refuses a CompleteMultipartUpload that names a part checksum the part was not stored with; else
+        {algorithm: composite checksum} for the algorithms every listed part was sent with."""
         try:
             root = ET.fromstring(raw)
         except ET.ParseError:
-            return None  # the server answers MalformedXML itself
+            return {}  # the server answers MalformedXML itself
+        listed: list[dict[str, str]] = []
         for part in root.iter():
             if not part.tag.endswith("Part"):
                 continue
             fields = {child.tag.rsplit("}", 1)[-1]: (child.text or "").strip() for child in part}
             number = fields.get("PartNumber", "")
             stored = self._part_checksums.get((upload_id, int(number))) if number.isdigit() else None
+            listed.append(stored or {})
             if stored is None:
                 continue  # a part this proxy did not see (sent before a restart): the server judges it
             for algorithm in ALGORITHMS:
@@ -277,10 +281,15 @@ class S3Proxy:
                         "One or more of the specified parts could not be found. The part may not have been "
                         "uploaded, or the specified entity tag may not match the part's entity tag.",
                     )
-        return None
+        return {a: composite(a, [p[a] for p in listed]) for a in ALGORITHMS if listed and all(a in p for p in listed)}
 
     async def _forward(
-        self, request: web.Request, body: _Inbound | bytes, bytes_out: _Counter, hold: float = 0.0
+        self,
+        request: web.Request,
+        body: _Inbound | bytes,
+        bytes_out: _Counter,
+        hold: float = 0.0,
+        echo: dict[str, str] | None = None,
     ) -> web.StreamResponse:
         assert self._session is not None
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
@@ -306,10 +315,18 @@ class S3Proxy:
         async with upstream:
             if hold:
                 await asyncio.sleep(hold)  # upstream has done the work; its answer is late
+            if echo and upstream.status == 200:  # a Complete: S3 names the object's checksum in its answer
+                answer = _with_checksums(await upstream.read(), echo)
+                bytes_out.n += len(answer)
+                kept = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP | {"content-length"}]
+                return web.Response(status=200, body=answer, headers=CIMultiDict(kept))
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for name, value in upstream.headers.items():
                 if name.lower() not in HOP_BY_HOP:
                     response.headers.add(name, value)
+            if upstream.status == 200 and isinstance(body, _Inbound):  # S3 names the checksum it verified
+                for algorithm, value in body.verified().items():
+                    response.headers.setdefault(f"x-amz-checksum-{algorithm}", value)
             try:
                 await response.prepare(request)
                 if request.method != "HEAD":
@@ -341,6 +358,7 @@ class _Inbound:
         self._check = check
         self._rate = rate
         self._corrupt = corrupt
+        self._done = False
         self.refusal: Refusal | None = None
 
     async def stream(self) -> AsyncIterator[bytes]:
@@ -363,6 +381,24 @@ class _Inbound:
             raise _BodyRefused(self.refusal.code)
         if held is not None:
             yield held
+        self._done = True
+
+    def verified(self) -> dict[str, str]:
+        """{algorithm: base64} the whole body was verified against (empty before the end or after a refusal)."""
+        return self._check.checksums() if self._done and self.refusal is None else {}
+
+
+def _with_checksums(answer: bytes, checksums: dict[str, str]) -> bytes:
+    """A CompleteMultipartUploadResult with the object's checksums in it, as S3 writes them (moto leaves them out)."""
+    end = answer.rfind(b"</CompleteMultipartUploadResult>")
+    if end < 0:
+        return answer
+    add = b"".join(
+        f"<Checksum{a.upper()}>{v}</Checksum{a.upper()}>".encode()
+        for a, v in checksums.items()
+        if f"<Checksum{a.upper()}>".encode() not in answer
+    )
+    return answer[:end] + add + answer[end:]
 
 
 async def _read_all(request: web.Request, counter: _Counter, limit: int) -> bytes:

@@ -4,7 +4,9 @@ Per attempt: check the sources against their recorded versions; reconcile the jo
 concatenated sources once, in order, part by part (feeding the whole-object SHA-256), sending the parts S3 does
 not have yet (several at once, under the global byte budget and request semaphore) and only re-hashing the ones
 it has (their md5 must equal S3's ETag, else they are sent again); re-stat the sources; complete; check the
-size with HeadObject. A changed source or a vanished multipart upload starts the object again (bounded);
+size with HeadObject unless S3's answer named the checksum it verified (then it holds exactly our bytes; a
+first PUT is not preceded by a HeadObject either: in the common case an object costs its registration and its
+PUT, or its parts and the Complete). A changed source or a vanished multipart upload starts the object again (bounded);
 anything not retryable fails the object, with the reason in the journal. Sources that cannot be found (a share
 away, a folder renamed) are waited for (SOURCE_GRACE) and then fail the object revivably (SourceUnavailable):
 it keeps its multipart upload and `record_run` revives it when discovery reports the sample ready again.
@@ -30,7 +32,7 @@ from transferd.retry import ApiError
 from transferd.stats import STATS
 from transferd.upload.budget import ByteBudget
 from transferd.upload.putbody import SourcesBody
-from transferd.upload.s3 import MultipartGone, RemotePart, S3Backend
+from transferd.upload.s3 import MultipartGone, RemotePart, S3Backend, Stored
 from transferd.upload.stream import (
     PartBuffers,
     PartData,
@@ -226,23 +228,26 @@ class ObjectEngine:
             raise _Restart("source changed during the upload: " + "; ".join(changes), await self._new_sources(obj))
         await self._journal.run(jq.set_completing, obj.id)
         try:
-            etag = await s3.complete(obj.bucket, obj.key, obj.s3_upload_id, list(parts.values()))
+            stored = await s3.complete(obj.bucket, obj.key, obj.s3_upload_id, list(parts.values()))
         except MultipartGone:
             head = await s3.head(obj.bucket, obj.key)
             if head is None or head[0] != obj.size or not head[1].endswith(f"-{len(plan)}"):
                 raise _Restart(f"multipart upload {obj.s3_upload_id} vanished before completion") from None
-            etag = head[1]  # an earlier Complete went through; its answer was lost
-        return await self._finish(s3, obj, sha256, etag, len(plan), sent, reused)
+            stored = Stored(head[1], verified=True)  # an earlier Complete went through; its answer was lost
+        return await self._finish(s3, obj, sha256, stored, len(plan), sent, reused)
 
     async def _finish(
-        self, s3: S3Backend, obj: jq.ObjectRow, sha256: str, etag: str, parts: int, sent: int, reused: int
+        self, s3: S3Backend, obj: jq.ObjectRow, sha256: str, stored: Stored, parts: int, sent: int, reused: int
     ) -> UploadResult:
-        """S3 holds the object: check its size, record it done, account for it."""
+        """S3 holds the object: check its size (unless S3's answer named the checksum it verified over exactly
+        our bytes, which fixes the size too), record it done, account for it."""
         assert obj.bucket and obj.key
-        head = await s3.head(obj.bucket, obj.key)
-        if head is None or head[0] != obj.size:
-            got = "no object" if head is None else f"{head[0]} bytes"
-            raise _Restart(f"after the upload S3 holds {got}, expected {obj.size} bytes (sum of the sources)")
+        etag = stored.etag
+        if not stored.verified:
+            head = await s3.head(obj.bucket, obj.key)
+            if head is None or head[0] != obj.size:
+                got = "no object" if head is None else f"{head[0]} bytes"
+                raise _Restart(f"after the upload S3 holds {got}, expected {obj.size} bytes (sum of the sources)")
         state = await self._journal.run(jq.finish_object, obj.id, sha256, etag)
         STATS.object_done("upload")
         STATS.file_done("upload", len(obj.sources))
@@ -255,18 +260,22 @@ class ObjectEngine:
     ) -> UploadResult:
         """The object as one streamed PutObject: no Complete, and no request per part. A first local pass
         computes the SHA-256, which S3 verifies (x-amz-checksum-sha256) and keeps as metadata. S3 keeps a PUT
-        whole or not at all; after a crash, an object S3 already holds with our SHA-256 is not sent again."""
+        whole or not at all; after a crash, an object S3 already holds with our SHA-256 is not sent again: the
+        journal says when a PUT of this object was started and its outcome is unknown (state 'uploading'), and
+        only then is S3 asked first (a HeadObject); a first PUT goes straight out."""
         assert obj.bucket and obj.key
+        may_have_landed = obj.state != "pending"
         await self._journal.run(jq.start_put, obj.id)
         try:
             sha256 = await asyncio.to_thread(prehash, obj.sources)
-            found = await s3.head_object(obj.bucket, obj.key)
+            found = await s3.head_object(obj.bucket, obj.key) if may_have_landed else None
+            stored: Stored | None
             if found is not None and found.size == obj.size and found.sha256 == sha256:
-                etag, sent = found.etag, 0  # our PUT went through before we died: its answer was lost
+                stored, sent = Stored(found.etag, verified=True), 0  # our PUT landed before we died, answer lost
                 self._advance(progress, obj.size)
             else:
                 try:
-                    put_etag, sent = await self._send_whole(s3, obj, progress, sha256), 1
+                    stored, sent = await self._send_whole(s3, obj, progress, sha256), 1
                 except (SourceChanged, asyncio.CancelledError):
                     raise
                 except Exception:
@@ -276,10 +285,9 @@ class ObjectEngine:
                     if changes:
                         raise SourceChanged("; ".join(changes)) from None
                     raise
-                if put_etag is None:
+                if stored is None:
                     event(log, "upload.object_interrupted", object=obj.destination_path, parts_done=0)
                     return UploadResult(obj.id, obj.destination_path, "interrupted", obj.size)
-                etag = put_etag
         except SourceChanged as e:
             raise _Restart(str(e), await self._new_sources(obj)) from None
         if streamed is not None:
@@ -287,10 +295,12 @@ class ObjectEngine:
         changes = await asyncio.to_thread(stat_changes, obj.sources)
         if changes:
             raise _Restart("source changed during the upload: " + "; ".join(changes), await self._new_sources(obj))
-        return await self._finish(s3, obj, sha256, etag, 0, sent, 1 - sent)
+        return await self._finish(s3, obj, sha256, stored, 0, sent, 1 - sent)
 
-    async def _send_whole(self, s3: S3Backend, obj: jq.ObjectRow, progress: ObjectProgress, sha256: str) -> str | None:
-        """One PutObject of the whole object; its ETag, or None when stopping kept it from starting."""
+    async def _send_whole(
+        self, s3: S3Backend, obj: jq.ObjectRow, progress: ObjectProgress, sha256: str
+    ) -> Stored | None:
+        """One PutObject of the whole object; S3's answer, or None when stopping kept it from starting."""
         assert obj.bucket and obj.key
 
         def sent(n: int) -> None:
@@ -304,11 +314,11 @@ class ObjectEngine:
             progress.parts_total = progress.parts_in_flight = 1
             started = time.monotonic()
             try:
-                etag = await s3.put(obj.bucket, obj.key, body, sha256)
+                stored = await s3.put(obj.bucket, obj.key, body, sha256)
             finally:
                 progress.parts_in_flight = 0
             STATS.observe_part(time.monotonic() - started)
-        return etag
+        return stored
 
     async def _stream(
         self,

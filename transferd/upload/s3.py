@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -58,6 +59,15 @@ class Head:
 
 
 @dataclass(frozen=True, slots=True)
+class Stored:
+    """S3's answer to a PutObject or CompleteMultipartUpload: the ETag, and whether the answer named the checksum
+    we declared, i.e. S3 verified every byte against it (then no HeadObject is needed to trust the object)."""
+
+    etag: str  # without quotes
+    verified: bool
+
+
+@dataclass(frozen=True, slots=True)
 class RemotePart:
     number: int
     size: int
@@ -68,6 +78,15 @@ def refresh_windows(lifetime: float) -> tuple[float, float]:
     """(advisory, mandatory) seconds before expiry, scaled to the credentials' lifetime."""
     lifetime = max(lifetime, 0.0)
     return min(ADVISORY_WINDOW, lifetime / 2), min(MANDATORY_WINDOW, lifetime / 4)
+
+
+def composite_crc32(parts: list[str | None]) -> str:
+    """S3's checksum of a multipart object from its parts' base64 CRC32s: the CRC32 of the concatenated part
+    digests, base64, with `-<part count>` appended."""
+    crc = 0
+    for value in parts:
+        crc = zlib.crc32(base64.b64decode(value or ""), crc)
+    return f"{base64.b64encode(crc.to_bytes(4, 'big')).decode()}-{len(parts)}"
 
 
 def _error_code(exc: ClientError) -> str:
@@ -263,16 +282,17 @@ class S3Backend:
         checksum = resp.get("ChecksumCRC32") or (part.crc32 if self.checksums else None)
         return PartRow(part.spec.number, part.spec.offset, part.spec.size, _unquote(resp["ETag"]), checksum)
 
-    async def put(self, bucket: str, key: str, body: SourcesBody, sha256: str) -> str:
+    async def put(self, bucket: str, key: str, body: SourcesBody, sha256: str) -> Stored:
         """One PutObject of `body` (streamed), with its SHA-256 as the checksum S3 verifies (with checksums on)
-        and as metadata (see `head_object`); returns the ETag. The SHA-256 is computed anyway (end to end), so
-        it costs nothing more, where a CRC32 would cost another ~0.6 CPU-s per GiB. A source that changed under
-        the body raises `SourceChanged` at once (never retried: the engine starts the object again)."""
+        and as metadata (see `head_object`). The SHA-256 is computed anyway (end to end), so it costs nothing
+        more, where a CRC32 would cost another ~0.6 CPU-s per GiB. A source that changed under the body raises
+        `SourceChanged` at once (never retried: the engine starts the object again)."""
         kwargs: dict[str, Any] = {
             "Bucket": bucket, "Key": key, "ContentLength": len(body), "Metadata": {SHA256_META: sha256},
         }  # fmt: skip
+        declared = base64.b64encode(bytes.fromhex(sha256)).decode()
         if self.checksums:
-            kwargs["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
+            kwargs["ChecksumSHA256"] = declared
 
         tries = 0
 
@@ -282,7 +302,7 @@ class S3Backend:
             if tries > 1:  # the last try may have landed with its answer lost: never store the bytes twice
                 found = await self._head_once(bucket, key)
                 if found is not None and found.size == len(body) and found.sha256 == sha256:
-                    return {"ETag": found.etag}
+                    return {"ETag": found.etag, "ChecksumSHA256": None}
             body.seek(0)
             try:
                 return await self._client.put_object(Body=body, **kwargs)
@@ -294,7 +314,7 @@ class S3Backend:
                 body.close()
 
         resp = await self._call("put_object", once)
-        return _unquote(str(resp.get("ETag", "")))
+        return Stored(_unquote(str(resp.get("ETag", ""))), self.checksums and resp.get("ChecksumSHA256") == declared)
 
     async def list_parts(self, bucket: str, key: str, upload_id: str) -> dict[int, RemotePart]:
         async def once() -> dict[int, RemotePart]:
@@ -313,7 +333,9 @@ class S3Backend:
 
         return await self._call("list_parts", once)  # type: ignore[no-any-return]
 
-    async def complete(self, bucket: str, key: str, upload_id: str, parts: list[PartRow]) -> str:
+    async def complete(self, bucket: str, key: str, upload_id: str, parts: list[PartRow]) -> Stored:
+        """Verified when S3's answer names the composite CRC32 of exactly the parts listed (each of which S3
+        verified when it was sent)."""
         listed = []
         for p in sorted(parts, key=lambda p: p.number):
             item: dict[str, Any] = {"PartNumber": p.number, "ETag": f'"{p.etag}"'}
@@ -332,7 +354,9 @@ class S3Backend:
                 raise
 
         resp = await self._call("complete_multipart_upload", once)
-        return _unquote(str(resp.get("ETag", "")))
+        checksums = [p.checksum for p in sorted(parts, key=lambda p: p.number)]
+        verified = self.checksums and all(checksums) and resp.get("ChecksumCRC32") == composite_crc32(checksums)
+        return Stored(_unquote(str(resp.get("ETag", ""))), verified)
 
     async def abort(self, bucket: str, key: str, upload_id: str) -> None:
         """Best effort: a stray multipart upload costs storage, not correctness."""
