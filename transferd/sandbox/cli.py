@@ -97,6 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "uploads are then never checked with HeadObject",
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the API and the S3 proxy over HTTPS, signed by a CA made at start (its PEM path is printed "
+        "as ca_file)",
+    )
+    parser.add_argument("--tls-dir", metavar="DIR", help="where --tls writes its CA and certificate (default: temp)")
+    parser.add_argument(
         "--watch-pid",
         type=int,
         metavar="PID",
@@ -124,6 +131,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         upload_poll_interval=args.upload_poll_interval,
         direct_download_urls=args.direct_download_urls,
         s3_events=args.s3_events,
+        tls=args.tls,
+        tls_dir=args.tls_dir,
         settings=Settings(
             sample_delay=args.sample_delay,
             restore_delay=args.restore_delay,

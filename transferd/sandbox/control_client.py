@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,10 +27,11 @@ class SandboxControlError(RuntimeError):
 
 
 class SandboxControl:
-    def __init__(self, api_url: str, api_key: str, timeout: float = 30.0) -> None:
+    def __init__(self, api_url: str, api_key: str, timeout: float = 30.0, ca_file: str | None = None) -> None:
         self.api_url = api_url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
+        self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file else None  # a --tls sandbox's CA
 
     # -- transport -----------------------------------------------------------------------------------
     def api(
@@ -61,7 +63,7 @@ class SandboxControl:
         headers = {"Authorization": f"Api-Key {self.api_key}", "Content-Type": "application/json"}
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as response:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as response:
                 return response.status, _decode(response.read(), response.headers.get_content_type())
         except urllib.error.HTTPError as exc:
             return exc.code, _decode(exc.read(), exc.headers.get_content_type())

@@ -17,6 +17,7 @@ class SandboxInfo:
     deliverables_bucket: str
     pid: int  # the sandbox process
     s3_upstream_url: str = ""  # the S3 server behind the proxy (unlogged, unfaulted)
+    ca_file: str = ""  # with --tls: the CA certificate (PEM) that signed the sandbox's HTTPS certificate
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

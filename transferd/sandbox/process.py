@@ -95,7 +95,7 @@ class SandboxProcess:
         except BaseException:
             self.stop()
             raise
-        self._control = SandboxControl(self._info.api_url, self._info.api_key)
+        self._control = SandboxControl(self._info.api_url, self._info.api_key, ca_file=self._info.ca_file or None)
         return self._info
 
     def _read_line(self, proc: subprocess.Popen[bytes]) -> str:

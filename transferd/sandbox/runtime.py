@@ -11,9 +11,11 @@ import asyncio
 import logging
 import os
 import secrets
+import tempfile
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from urllib.parse import unquote_plus
 
@@ -29,6 +31,7 @@ from transferd.sandbox.s3server import MotoServer
 from transferd.sandbox.s3store import S3Store
 from transferd.sandbox.state import SandboxState, Settings, Upload
 from transferd.sandbox.tasks import TaskSet
+from transferd.sandbox.tls import TlsFiles, make_tls_files
 from transferd.sandbox.webhooks import WebhookSender
 
 log = logging.getLogger("transferd.sandbox")
@@ -63,6 +66,10 @@ class SandboxConfig:
     # The S3 server POSTs its event notifications to /_s3-events (as S3 notifies the real service): uploads are
     # then never HEADed on demand, which on some servers (s3rver) hashes objects still being written.
     s3_events: bool = False
+    # Serve the API (and its download route) and the S3 proxy over HTTPS with a CA made at start; its
+    # certificate is written to `tls_dir` (default: a temp folder removed at close) and named in `info.ca_file`.
+    tls: bool = False
+    tls_dir: str | None = None
 
 
 class Sandbox:
@@ -83,6 +90,8 @@ class Sandbox:
         self._moto: MotoServer | None = None
         self._store: S3Store | None = None
         self._runners: list[web.AppRunner] = []
+        self._tls: TlsFiles | None = None
+        self._tls_tmp: tempfile.TemporaryDirectory[str] | None = None
         self._signer: downloads.UrlSigner | downloads.PresignedUrls | None = None
         self._info: SandboxInfo | None = None
 
@@ -176,6 +185,12 @@ class Sandbox:
         await self._ensure_buckets()
         await self.webhooks.open()
 
+        if self.config.tls:
+            folder = self.config.tls_dir
+            if folder is None:
+                self._tls_tmp = tempfile.TemporaryDirectory(prefix="transferd-sandbox-tls-")
+                folder = self._tls_tmp.name
+            self._tls = make_tls_files(Path(folder), self.config.host)
         # A short shutdown timeout: stopping must not wait a minute for a client's half-read download.
         proxy_runner = web.AppRunner(S3Proxy(upstream, self).app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         api_app = web.Application(
@@ -203,6 +218,7 @@ class Sandbox:
             deliverables_bucket=self.config.deliverables_bucket,
             pid=os.getpid(),
             s3_upstream_url=upstream,
+            ca_file=str(self._tls.ca_file) if self._tls is not None else "",
         )
         if self.config.upload_poll_interval > 0:
             self._service_tasks.spawn(self._poll_uploads(), name="upload-poller")
@@ -210,10 +226,11 @@ class Sandbox:
     async def _serve(self, runner: web.AppRunner, port: int) -> str:
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, self.config.host, port)
+        ssl_context = self._tls.server_context() if self._tls is not None else None
+        site = web.TCPSite(runner, self.config.host, port, ssl_context=ssl_context)
         await site.start()
         bound_port = runner.addresses[0][1]
-        return f"http://{self.config.host}:{bound_port}"
+        return f"{'https' if ssl_context else 'http'}://{self.config.host}:{bound_port}"
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         return await downloads.serve_download(request, self)
@@ -243,6 +260,9 @@ class Sandbox:
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
+        if self._tls_tmp is not None:
+            self._tls_tmp.cleanup()
+            self._tls_tmp = None
 
     async def reset(self) -> None:
         """Forget all uploads, samples, faults and logs; recreate the buckets and the ready project."""

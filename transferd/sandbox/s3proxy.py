@@ -222,7 +222,7 @@ class S3Proxy:
             response = await self._forward(request, body, bytes_out, effect.response_latency, echo)
             status = response.status
             if isinstance(body, _Inbound) and body.refusal is not None:
-                fault = f"refused: {body.refusal.code}"
+                fault = ", ".join(filter(None, [fault, f"refused: {body.refusal.code}"]))
             if status == 200 and s3req.operation == "UploadPart" and s3req.upload_id and s3req.part is not None:
                 self._part_checksums[(s3req.upload_id, s3req.part)] = check.checksums()
             if status in (200, 204) and s3req.upload_id and s3req.operation in (
@@ -366,8 +366,9 @@ class _Inbound:
         held: bytes | None = None
         async for chunk in self._request.content.iter_chunked(CHUNK):
             self._counter.n += len(chunk)
-            if self._corrupt and chunk:
-                chunk, self._corrupt = bytes([chunk[0] ^ 0xFF]) + chunk[1:], False
+            if self._corrupt and chunk:  # a byte mid-chunk: payload, not aws-chunked framing
+                i = len(chunk) // 2
+                chunk, self._corrupt = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :], False
             self._check.feed(chunk)
             if self._rate:  # a slow link: the client's socket buffer fills and its transport queues the rest
                 ahead = self._counter.n / self._rate - (time.monotonic() - started)
