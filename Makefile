@@ -30,9 +30,12 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# python3.12 on PATH, else pyenv's newest 3.12.x (its shims refuse a version that is not `pyenv global`).
 .venv-%/.installed-stamp: pyproject.toml
-	@command -v python$* >/dev/null || { echo "python$* not found on PATH (needed for the $* test run)"; exit 1; }
-	python$* -m venv .venv-$*
+	@py=$$(for c in python$* $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$*.*/bin/python$*; do \
+		$$c -c "" 2>/dev/null && { echo $$c; break; }; done); \
+	[ -n "$$py" ] || { echo "Python $* not found (python$* on PATH, or pyenv's $*.x), needed by make test-pythons"; exit 1; }; \
+	echo "$$py -m venv .venv-$*"; $$py -m venv .venv-$*
 	.venv-$*/bin/python -m pip install --quiet --upgrade pip
 	.venv-$*/bin/python -m pip install --quiet -e '.[test]'
 	@touch $@
