@@ -34,7 +34,7 @@ T = TypeVar("T")
 # S3 error codes worth another try. ExpiredToken is retryable after a credential refresh.
 S3_RETRYABLE_CODES = frozenset({
     "SlowDown", "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable",
-    "Throttling", "ThrottlingException", "RequestThrottled", "BadDigest", "XAmzContentSHA256Mismatch",
+    "Throttling", "ThrottlingException", "RequestThrottled", "BadDigest", "XAmzContentSHA256Mismatch", "IncompleteBody",
     "ExpiredToken", "TokenRefreshRequired", "RequestTimeTooSkewed", "OperationAborted",
 })  # fmt: skip
 S3_CREDENTIAL_CODES = frozenset({"ExpiredToken", "TokenRefreshRequired", "InvalidAccessKeyId"})

@@ -8,9 +8,12 @@ from collections import Counter
 from pathlib import Path
 
 from test_pipeline import assigned_once, setup, upload_once
-from upload_support import MiB, make_run, make_watch
+from upload_support import FAST, MiB, make_run, make_watch, scan
 
+from transferd.gencove.client import GencoveClient
+from transferd.journal import Journal
 from transferd.sandbox import SandboxProcess
+from transferd.upload.pipeline import UploadPipeline
 
 
 async def test_a_small_object_costs_one_registration_and_one_put(sandbox: SandboxProcess, tmp_path: Path) -> None:
@@ -38,3 +41,29 @@ async def test_a_multipart_object_costs_its_parts_and_one_complete(sandbox: Sand
     s3_ops = Counter(e["operation"] for e in sandbox.control.log(target="s3"))
     assert s3_ops == {"CreateMultipartUpload": 2, "UploadPart": 6, "CompleteMultipartUpload": 2}  # R1 and R2
     assigned_once(sandbox, "B")
+
+
+def _bytes_read() -> int:
+    """Bytes this process has read through read(2)-like calls so far (all threads; files and sockets)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+async def test_each_source_byte_is_read_once(sandbox: SandboxProcess, tmp_path: Path) -> None:
+    """A single PUT's SHA-256 goes as a trailer computed by the pass that sends the body: no first pass."""
+    run_dir = make_run(tmp_path / "seq" / "ONCE", {"A": 2, "B": 2}, mib_per_file=6)  # 4 objects of 12 MiB
+    cfg = setup(sandbox, tmp_path, single_put_max=64 * MiB)
+    watch = make_watch(tmp_path / "seq", sandbox.info.project_id)
+    source_bytes = sum(p.stat().st_size for p in run_dir.iterdir())
+    runs = scan(run_dir)  # discovery (its gzip checks) is not the upload
+    with Journal.open(tmp_path / "j.sqlite3") as journal:
+        async with GencoveClient(cfg.gencove.host, sandbox.info.api_key, policy=FAST) as client:
+            pipeline = UploadPipeline(cfg, journal, client, s3_policy=FAST)
+            before = _bytes_read()
+            report = await pipeline.upload_once(watch, runs)
+            read = _bytes_read() - before
+    assert report.ok, [(s.client_id, s.state, s.error) for s in report.samples]
+    assert Counter(e["operation"] for e in sandbox.control.log(target="s3")) == {"PutObject": 4}
+    assert source_bytes <= read < 1.1 * source_bytes, f"{read / source_bytes:.2f} reads per source byte"

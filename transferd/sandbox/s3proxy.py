@@ -156,6 +156,8 @@ class S3Proxy:
         self._session: aiohttp.ClientSession | None = None
         # (upload id, part number) -> {algorithm: base64} the part was stored with, for CompleteMultipartUpload
         self._part_checksums: dict[tuple[str, int], dict[str, str]] = {}
+        # (bucket, key) -> {algorithm: base64} S3 keeps with an object and names on HEAD/GET with ChecksumMode
+        self._object_checksums: dict[tuple[str, str], dict[str, str]] = {}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=0)
@@ -219,8 +221,19 @@ class S3Proxy:
                     status, fault = judged.status, f"refused: {judged.code}"
                     return error_response(judged.status, judged.code, judged.message, request.path)
                 body, echo = raw, judged
-            response = await self._forward(request, body, bytes_out, effect.response_latency, echo)
+            stored = self._object_checksums.get((s3req.bucket or "", s3req.key or ""), {})
+            if request.method not in ("GET", "HEAD") or request.headers.get("x-amz-checksum-mode") != "ENABLED":
+                stored = {}
+            response = await self._forward(request, body, bytes_out, effect.response_latency, echo, stored)
             status = response.status
+            if s3req.bucket and s3req.key and status in (200, 204):
+                where = (s3req.bucket, s3req.key)
+                if s3req.operation == "PutObject" and isinstance(body, _Inbound):
+                    self._object_checksums[where] = body.verified()
+                elif s3req.operation == "CompleteMultipartUpload":
+                    self._object_checksums[where] = echo or {}
+                elif s3req.operation == "DeleteObject":
+                    self._object_checksums.pop(where, None)
             if isinstance(body, _Inbound) and body.refusal is not None:
                 fault = ", ".join(filter(None, [fault, f"refused: {body.refusal.code}"]))
             if status == 200 and s3req.operation == "UploadPart" and s3req.upload_id and s3req.part is not None:
@@ -290,6 +303,7 @@ class S3Proxy:
         bytes_out: _Counter,
         hold: float = 0.0,
         echo: dict[str, str] | None = None,
+        stored: dict[str, str] | None = None,
     ) -> web.StreamResponse:
         assert self._session is not None
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
@@ -324,8 +338,9 @@ class S3Proxy:
             for name, value in upstream.headers.items():
                 if name.lower() not in HOP_BY_HOP:
                     response.headers.add(name, value)
-            if upstream.status == 200 and isinstance(body, _Inbound):  # S3 names the checksum it verified
-                for algorithm, value in body.verified().items():
+            if upstream.status == 200:  # S3 names the checksum it verified, or keeps (ChecksumMode on HEAD/GET)
+                named = body.verified() if isinstance(body, _Inbound) else {}
+                for algorithm, value in {**(stored or {}), **named}.items():
                     response.headers.setdefault(f"x-amz-checksum-{algorithm}", value)
             try:
                 await response.prepare(request)
@@ -366,8 +381,8 @@ class _Inbound:
         held: bytes | None = None
         async for chunk in self._request.content.iter_chunked(CHUNK):
             self._counter.n += len(chunk)
-            if self._corrupt and chunk:  # a byte mid-chunk: payload, not aws-chunked framing
-                i = len(chunk) // 2
+            if self._corrupt and (len(chunk) >= 1024 or len(chunk) == self._request.content_length):
+                i = len(chunk) // 2  # a byte mid-chunk: payload, not aws-chunked framing
                 chunk, self._corrupt = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :], False
             self._check.feed(chunk)
             if self._rate:  # a slow link: the client's socket buffer fills and its transport queues the rest

@@ -31,7 +31,6 @@ from transferd.log import event
 from transferd.retry import ApiError
 from transferd.stats import STATS
 from transferd.upload.budget import ByteBudget
-from transferd.upload.putbody import SourcesBody
 from transferd.upload.s3 import MultipartGone, RemotePart, S3Backend, Stored
 from transferd.upload.stream import (
     PartBuffers,
@@ -258,16 +257,20 @@ class ObjectEngine:
     async def _put_whole(
         self, s3: S3Backend, obj: jq.ObjectRow, progress: ObjectProgress, streamed: Callable[[], None] | None
     ) -> UploadResult:
-        """The object as one streamed PutObject: no Complete, and no request per part. A first local pass
-        computes the SHA-256, which S3 verifies (x-amz-checksum-sha256) and keeps as metadata. S3 keeps a PUT
-        whole or not at all; after a crash, an object S3 already holds with our SHA-256 is not sent again: the
-        journal says when a PUT of this object was started and its outcome is unknown (state 'uploading'), and
-        only then is S3 asked first (a HeadObject); a first PUT goes straight out."""
+        """The object as one streamed PutObject: no Complete, and no request per part. The pass that reads the
+        sources computes the SHA-256, which S3 verifies (a trailer of the aws-chunked body) and keeps as the
+        object's checksum; so each byte is read and hashed once. S3 keeps a PUT whole or not at all; after a
+        crash, an object S3 already holds with our SHA-256 is not sent again: the journal says when a PUT of this
+        object was started and its outcome is unknown (state 'uploading'), and only then are the sources hashed
+        first and S3 asked (a HeadObject); a first PUT goes straight out. Without checksums (S3-compatible
+        servers) the SHA-256 goes as metadata, so it is computed by a first pass."""
         assert obj.bucket and obj.key
         may_have_landed = obj.state != "pending"
         await self._journal.run(jq.start_put, obj.id)
         try:
-            sha256 = await asyncio.to_thread(prehash, obj.sources)
+            sha256: str | None = None
+            if may_have_landed or not s3.checksums:
+                sha256 = await asyncio.to_thread(prehash, obj.sources)
             found = await s3.head_object(obj.bucket, obj.key) if may_have_landed else None
             stored: Stored | None
             if found is not None and found.size == obj.size and found.sha256 == sha256:
@@ -275,7 +278,8 @@ class ObjectEngine:
                 self._advance(progress, obj.size)
             else:
                 try:
-                    stored, sent = await self._send_whole(s3, obj, progress, sha256), 1
+                    stored, sha256 = await self._send_whole(s3, obj, progress, sha256)
+                    sent = 1
                 except (SourceChanged, asyncio.CancelledError):
                     raise
                 except Exception:
@@ -295,22 +299,24 @@ class ObjectEngine:
         changes = await asyncio.to_thread(stat_changes, obj.sources)
         if changes:
             raise _Restart("source changed during the upload: " + "; ".join(changes), await self._new_sources(obj))
+        assert sha256 is not None
         return await self._finish(s3, obj, sha256, stored, 0, sent, 1 - sent)
 
     async def _send_whole(
-        self, s3: S3Backend, obj: jq.ObjectRow, progress: ObjectProgress, sha256: str
-    ) -> Stored | None:
-        """One PutObject of the whole object; S3's answer, or None when stopping kept it from starting."""
+        self, s3: S3Backend, obj: jq.ObjectRow, progress: ObjectProgress, sha256: str | None
+    ) -> tuple[Stored | None, str | None]:
+        """One PutObject of the whole object: S3's answer (None when stopping kept it from starting) and the
+        SHA-256 of what was sent."""
         assert obj.bucket and obj.key
 
         def sent(n: int) -> None:
             STATS.add_bytes("upload", n)
             self._advance(progress, n)
 
-        body = SourcesBody(obj.sources, self._budget, sent)
+        body = s3.body(obj.sources, self._budget, sent)
         async with self._requests:
             if self._draining.is_set():
-                return None
+                return None, sha256
             progress.parts_total = progress.parts_in_flight = 1
             started = time.monotonic()
             try:
@@ -318,7 +324,7 @@ class ObjectEngine:
             finally:
                 progress.parts_in_flight = 0
             STATS.observe_part(time.monotonic() - started)
-        return stored
+        return stored, sha256 or body.sha256
 
     async def _stream(
         self,

@@ -5,14 +5,20 @@ and its budget is given back once aiohttp has handed it to the socket (when it a
 sources are re-opened and checked against their recorded versions for every pass, so a file replaced or
 truncated under us ends the body with `SourceChanged` (kept in `failed`) instead of sending other bytes.
 
+With `trailer` (the name of a checksum trailer, `x-amz-checksum-sha256`) the body is sent aws-chunked
+(`<hex size>\r\n<chunk>\r\n ... 0\r\n<trailer>:<base64>\r\n\r\n`): the SHA-256 that S3 verifies is the one the
+same pass computes while it reads, so each source byte is read and hashed once per attempt. Without it the checksum
+must be known before the body is sent (a first pass, `stream.prehash`).
+
 botocore rewinds a body before retrying a request (`seek(0)`); a new pass then starts from the beginning.
-`read` exists only because botocore's parameter validation wants a file-like object: our checksum header is
-set and payload signing is off, so nothing reads the body but aiohttp, through `__aiter__`.
+`read` exists only because botocore's parameter validation wants a file-like object: our checksum is set and
+payload signing is off, so nothing reads the body but aiohttp, through `__aiter__`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -31,12 +37,15 @@ class SourcesBody:
         budget: ByteBudget,
         on_sent: Callable[[int], None] | None = None,
         chunk: int = CHUNK,
+        trailer: str | None = None,
     ) -> None:
         self._sources = tuple(sources)
         self._size = sum(s.size for s in sources)
         self._budget = budget
         self._on_sent = on_sent
         self._chunk = max(1, min(chunk, budget.capacity))
+        self.trailer = trailer
+        self._length = self._size if trailer is None else _framed_length(self._size, self._chunk, trailer)
         self._pos = 0
         self._passes: list[_Pass] = []
         self.sha256: str | None = None  # of the last pass that read every byte
@@ -44,12 +53,20 @@ class SourcesBody:
         self.high_water = 0  # bytes handed to aiohttp at least once (progress never counts a retry twice)
 
     def __len__(self) -> int:
+        """The bytes on the wire (with the aws-chunked framing, if any)."""
+        return self._length
+
+    @property
+    def size(self) -> int:
+        """The object's size: the sources' bytes."""
         return self._size
 
     # -- what botocore touches --------------------------------------------------------------------------------
     def seek(self, pos: int, whence: int = 0) -> int:
         base = {0: 0, 1: self._pos, 2: self._size}[whence]
         self._pos = max(0, min(self._size, base + pos))
+        if self.trailer is not None and self._pos != 0:
+            raise OSError("an aws-chunked body is only ever sent from its start")
         return self._pos
 
     def tell(self) -> int:
@@ -70,7 +87,7 @@ class SourcesBody:
             p.close()
         self._passes.clear()
 
-    def _sent(self, upto: int) -> None:
+    def _sent(self, upto: int) -> None:  # upto: source bytes
         if upto > self.high_water:
             if self._on_sent is not None:
                 self._on_sent(upto - self.high_water)
@@ -102,6 +119,7 @@ class _Pass:
         self._lock = threading.Lock()
         self._reading = False
         self._closed = False
+        self._trailed = False  # the aws-chunked end and trailer are out
 
     def __aiter__(self) -> _Pass:
         return self
@@ -117,6 +135,9 @@ class _Pass:
                 raise StopAsyncIteration
             if self._offset >= body._size:
                 body.sha256 = self._reader.sha256.hexdigest()
+                if body.trailer is not None and not self._trailed:
+                    self._trailed = True
+                    return _trailer(body.trailer, self._reader.sha256.digest(), after_data=body._size > 0)
                 self.close()
                 raise StopAsyncIteration
             n = min(body._chunk, body._size - self._offset)
@@ -135,6 +156,8 @@ class _Pass:
             if not skipping:
                 assert isinstance(data.body, memoryview)
                 self._view, self._sliced = data.body, 0
+                if body.trailer is not None:  # the chunk's size line (and the end of the one before)
+                    return (b"\r\n" if self._offset > n else b"") + b"%x\r\n" % n
                 return self._slice()
 
     def _slice(self) -> memoryview | bytes:
@@ -171,3 +194,15 @@ class _Pass:
             self._closed = True
             if not self._reading:  # else the reading thread closes the files when its read returns
                 self._reader.close()
+
+
+def _framed_length(size: int, chunk: int, trailer: str) -> int:
+    """Bytes of `size` source bytes sent aws-chunked in chunks of `chunk`, ending with a SHA-256 trailer."""
+    full, rest = divmod(size, chunk)
+    frames = full * (len(b"%x" % chunk) + 4 + chunk) + (len(b"%x" % rest) + 4 + rest if rest else 0)
+    return frames + len(_trailer(trailer, bytes(32), after_data=False))
+
+
+def _trailer(name: str, sha256: bytes, *, after_data: bool) -> bytes:
+    """The end of an aws-chunked body: the last chunk's CRLF, the zero-length chunk and the checksum trailer."""
+    return (b"\r\n" if after_data else b"") + b"0\r\n%s:%s\r\n\r\n" % (name.encode(), base64.b64encode(sha256))

@@ -7,7 +7,11 @@
 * Every call runs under `transferd.retry` (deadline-bound, the only retry layer: botocore makes one attempt);
   what is not retryable raises at once and the engine fails that object.
 * Part bodies arrive already checksummed (CRC32 or Content-MD5, computed in a reader thread), so botocore
-  neither hashes nor signs large payloads on the event loop; S3 verifies the checksum.
+  neither hashes nor signs large payloads on the event loop; S3 verifies the checksum. botocore adds no checksum
+  of its own (`request_checksum_calculation = when_required`): every one is ours.
+* A single PUT (with checksums on) is sent aws-chunked with its SHA-256 as a trailer (`putbody.SourcesBody`),
+  computed in the same pass that reads the sources; S3 verifies it and keeps it as the object's checksum, which
+  `head_object` asks for (`ChecksumMode`) to recognise a PUT that landed while its answer was lost.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import base64
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,11 +33,13 @@ from botocore.credentials import CredentialProvider
 from botocore.exceptions import ClientError
 
 from transferd.config import GencoveConfig, UploadConfig
+from transferd.discovery.models import SourceFile
 from transferd.gencove.client import GencoveClient
 from transferd.gencove.models import Credentials
 from transferd.journal.uploads import PartRow
 from transferd.log import event, register_secret
 from transferd.retry import Policy, call, is_credential_error
+from transferd.upload.budget import ByteBudget
 from transferd.upload.putbody import SourcesBody
 from transferd.upload.stream import PartData
 
@@ -49,13 +55,14 @@ class MultipartGone(Exception):
 
 
 SHA256_META = "transferd-sha256"  # user metadata of objects sent by one PutObject: SHA-256 of the sources
+SHA256_TRAILER = "x-amz-checksum-sha256"
 
 
 @dataclass(frozen=True, slots=True)
 class Head:
     size: int
     etag: str  # without quotes
-    sha256: str | None  # our SHA256_META, when the object was sent by one PutObject
+    sha256: str | None  # hex: S3's SHA-256 checksum of the object, or our SHA256_META (single PUTs only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +94,25 @@ def composite_crc32(parts: list[str | None]) -> str:
     for value in parts:
         crc = zlib.crc32(base64.b64decode(value or ""), crc)
     return f"{base64.b64encode(crc.to_bytes(4, 'big')).decode()}-{len(parts)}"
+
+
+def _b64(sha256_hex: str) -> str:
+    return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+
+
+def _sign_trailer(request: Any, **_: Any) -> None:
+    """before-sign of PutObject: a body with a checksum trailer is announced as aws-chunked, and the signer then
+    signs STREAMING-UNSIGNED-PAYLOAD-TRAILER (botocore's own trailer would read the body on the event loop)."""
+    body = request.data if hasattr(request, "data") else None
+    if not isinstance(body, SourcesBody) or body.trailer is None:
+        return
+    request.context.setdefault("checksum", {})["request_algorithm"] = {
+        "in": "trailer", "algorithm": "sha256", "name": body.trailer,
+    }  # fmt: skip
+    request.headers["Content-Encoding"] = "aws-chunked"
+    request.headers["X-Amz-Trailer"] = body.trailer
+    request.headers["X-Amz-Decoded-Content-Length"] = str(body.size)
+    request.headers["X-Amz-Sdk-Checksum-Algorithm"] = "SHA256"
 
 
 def _error_code(exc: ClientError) -> str:
@@ -208,7 +234,7 @@ class S3Backend:
             connect_timeout=10,
             read_timeout=self._gencove.request_timeout,
             s3=s3_options,
-            request_checksum_calculation=self._gencove.s3_checksums,
+            request_checksum_calculation="when_required",  # our checksums only (see the module docstring)
             response_checksum_validation=self._gencove.s3_checksums,
             warm_up_loader_caches=True,  # the first create_client loads JSON models: off the loop
         )
@@ -219,6 +245,7 @@ class S3Backend:
         except BaseException:
             await self._stack.aclose()
             raise
+        self._client.meta.events.register("before-sign.s3.PutObject", _sign_trailer)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -282,27 +309,32 @@ class S3Backend:
         checksum = resp.get("ChecksumCRC32") or (part.crc32 if self.checksums else None)
         return PartRow(part.spec.number, part.spec.offset, part.spec.size, _unquote(resp["ETag"]), checksum)
 
-    async def put(self, bucket: str, key: str, body: SourcesBody, sha256: str) -> Stored:
-        """One PutObject of `body` (streamed), with its SHA-256 as the checksum S3 verifies (with checksums on)
-        and as metadata (see `head_object`). The SHA-256 is computed anyway (end to end), so it costs nothing
-        more, where a CRC32 would cost another ~0.6 CPU-s per GiB. A source that changed under the body raises
-        `SourceChanged` at once (never retried: the engine starts the object again)."""
-        kwargs: dict[str, Any] = {
-            "Bucket": bucket, "Key": key, "ContentLength": len(body), "Metadata": {SHA256_META: sha256},
-        }  # fmt: skip
-        declared = base64.b64encode(bytes.fromhex(sha256)).decode()
-        if self.checksums:
-            kwargs["ChecksumSHA256"] = declared
+    def body(self, sources: Sequence[SourceFile], budget: ByteBudget, on_sent: Callable[[int], None]) -> SourcesBody:
+        """The body of a single PUT: aws-chunked with a SHA-256 trailer when checksums are on."""
+        return SourcesBody(sources, budget, on_sent, trailer=SHA256_TRAILER if self.checksums else None)
+
+    async def put(self, bucket: str, key: str, body: SourcesBody, sha256: str | None = None) -> Stored:
+        """One PutObject of `body` (streamed). With checksums on, the body carries its SHA-256 as a trailer,
+        computed while it is read (`body.sha256` afterwards), which S3 verifies and keeps; without, `sha256` (known
+        before, from a first pass) goes as metadata (see `head_object`). The SHA-256 is computed anyway (end to
+        end), so it costs nothing more. A source that changed under the body raises `SourceChanged` at once
+        (never retried: the engine starts the object again)."""
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "ContentLength": len(body)}
+        if body.trailer is None:
+            if sha256 is None:
+                raise ValueError("a PUT without a checksum trailer needs the SHA-256 beforehand")
+            kwargs["Metadata"] = {SHA256_META: sha256}
 
         tries = 0
 
         async def once() -> Any:
             nonlocal tries
             tries += 1
-            if tries > 1:  # the last try may have landed with its answer lost: never store the bytes twice
+            sent_sha256 = sha256 or body.sha256  # None: no earlier try sent every byte, so none can have landed
+            if tries > 1 and sent_sha256 is not None:  # it may have landed with its answer lost: never store twice
                 found = await self._head_once(bucket, key)
-                if found is not None and found.size == len(body) and found.sha256 == sha256:
-                    return {"ETag": found.etag, "ChecksumSHA256": None}
+                if found is not None and found.size == body.size and found.sha256 == sent_sha256:
+                    return {"ETag": found.etag, "ChecksumSHA256": _b64(found.sha256)}
             body.seek(0)
             try:
                 return await self._client.put_object(Body=body, **kwargs)
@@ -314,7 +346,9 @@ class S3Backend:
                 body.close()
 
         resp = await self._call("put_object", once)
-        return Stored(_unquote(str(resp.get("ETag", ""))), self.checksums and resp.get("ChecksumSHA256") == declared)
+        sent = body.sha256 if body.trailer is not None else None
+        verified = sent is not None and resp.get("ChecksumSHA256") == _b64(sent)
+        return Stored(_unquote(str(resp.get("ETag", ""))), verified)
 
     async def list_parts(self, bucket: str, key: str, upload_id: str) -> dict[int, RemotePart]:
         async def once() -> dict[int, RemotePart]:
@@ -380,12 +414,15 @@ class S3Backend:
 
     async def _head_once(self, bucket: str, key: str) -> Head | None:
         try:
-            resp = await self._client.head_object(Bucket=bucket, Key=key)
+            resp = await self._client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as e:
             if _error_code(e) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        sha256 = (resp.get("Metadata") or {}).get(SHA256_META)
+        checksum = resp.get("ChecksumSHA256")
+        sha256 = (resp.get("Metadata") or {}).get(SHA256_META) or (
+            base64.b64decode(checksum).hex() if checksum and "-" not in checksum else None
+        )
         return Head(int(resp["ContentLength"]), _unquote(str(resp.get("ETag", ""))), sha256)
 
     async def head_object(self, bucket: str, key: str) -> Head | None:
