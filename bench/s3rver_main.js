@@ -41,13 +41,18 @@ const server = new S3rver({
   configureBuckets: buckets.map((name) => ({ name, configs: [] })),
 });
 // aws-chunked request bodies (S3's streaming uploads: `<hex size>[;ext]\r\n<data>\r\n ... 0\r\n<trailers>\r\n`,
-// as transferd sends a single PUT with its SHA-256 as a trailer) are decoded as S3 decodes them; s3rver 3.7 would
-// store the framing. Trailers are not verified here (the sandbox's own S3 proxy does that in the tests).
+// as transferd sends a single PUT with its SHA-256 as a trailer) are decoded as S3 decodes them (s3rver 3.7 would
+// store the framing), and a SHA-256 trailer is verified and named in the answer, as S3 does; a mismatch fails the
+// request.
+const crypto = require('crypto');
 const { Transform } = require('stream');
 
 class AwsChunkedDecoder extends Transform {
-  constructor() {
+  constructor(trailer) {
     super();
+    this.trailer = trailer; // e.g. 'x-amz-checksum-sha256'
+    this.sha256 = trailer === 'x-amz-checksum-sha256' ? crypto.createHash('sha256') : null;
+    this.verified = null; // the trailer's value once it matched
     this.pending = Buffer.alloc(0);
     this.left = 0; // payload bytes of the current chunk still to come
     this.state = 'size'; // size -> data -> crlf -> size ... -> trailer -> done
@@ -59,6 +64,7 @@ class AwsChunkedDecoder extends Transform {
     while (data.length && this.state !== 'done') {
       if (this.state === 'data') {
         const take = Math.min(this.left, data.length);
+        if (this.sha256) this.sha256.update(data.subarray(0, take));
         this.push(data.subarray(0, take));
         data = data.subarray(take);
         this.left -= take;
@@ -75,6 +81,13 @@ class AwsChunkedDecoder extends Transform {
         if (Number.isNaN(this.left)) return done(new Error(`bad aws-chunked size line ${JSON.stringify(line)}`));
         this.state = this.left ? 'data' : 'trailer';
       } else if (this.state === 'trailer' && line === '') this.state = 'done';
+      else if (this.state === 'trailer' && this.sha256) {
+        const [name, ...value] = line.split(':');
+        if (name.trim().toLowerCase() !== this.trailer) continue;
+        const got = this.sha256.digest('base64');
+        if (value.join(':').trim() !== got) return done(new Error(`BadDigest: ${this.trailer} does not match`));
+        this.verified = got;
+      }
     }
     this.pending = Buffer.from(data);
     done();
@@ -85,7 +98,9 @@ server.middleware.unshift(async (ctx, next) => {
   const encoding = ctx.get('content-encoding');
   if (encoding.split(',').map((e) => e.trim()).includes('aws-chunked')) {
     const raw = ctx.req;
-    const decoded = raw.pipe(new AwsChunkedDecoder());
+    const decoder = new AwsChunkedDecoder((raw.headers['x-amz-trailer'] || '').toLowerCase());
+    raw.on('error', (err) => decoder.destroy(err));
+    const decoded = raw.pipe(decoder);
     const headers = { ...raw.headers, 'content-length': raw.headers['x-amz-decoded-content-length'] };
     const rest = encoding.split(',').map((e) => e.trim()).filter((e) => e && e !== 'aws-chunked');
     if (rest.length) headers['content-encoding'] = rest.join(',');
@@ -93,6 +108,9 @@ server.middleware.unshift(async (ctx, next) => {
     Object.assign(decoded, { headers, url: raw.url, method: raw.method, socket: raw.socket,
                              connection: raw.connection, httpVersion: raw.httpVersion });
     ctx.req = ctx.request.req = decoded;
+    await next();
+    if (ctx.status === 200 && decoder.verified) ctx.set(decoder.trailer, decoder.verified);
+    return;
   }
   return next();
 });

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from helpers import make_fastq_gz
 from test_pipeline import assigned_once, setup, upload_once
 from upload_support import (
@@ -99,3 +100,25 @@ async def test_a_body_that_never_arrives_intact_is_never_recorded_done(sandbox: 
     puts = [e for e in sandbox.control.log(target="s3") if e["operation"] == "PutObject"]
     assert len(puts) >= 2 and all(e["status"] == 400 for e in puts)  # retried as S3 would have it, never stored
     assert not sandbox.control.assignments()
+
+
+async def test_a_server_that_stores_aws_chunked_framing_is_noticed_and_puts_fall_back(
+    sandbox: SandboxProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An old S3-compatible server that knows no aws-chunked stores the framing as the object's bytes and names no
+    checksum: the size check after the PUT catches it, that object starts again, and from then on single PUTs
+    send their SHA-256 up front (a first pass over the sources)."""
+    run_dir = make_run(tmp_path / "seq" / "RAW", {"A": 1, "B": 1}, mib_per_file=1)
+    sandbox.control.add_fault(target="s3", raw_chunked=True, times=None)
+    cfg = setup(sandbox, tmp_path, single_put_max=4 * MiB, max_objects=1)
+    report = await upload_once(cfg, tmp_path / "j.sqlite3", make_watch(tmp_path / "seq", sandbox.info.project_id),
+                               run_dir)  # fmt: skip
+    assert report.ok, [(s.client_id, s.state, s.error) for s in report.samples]
+    for name in ("A", "B"):
+        for read in ("R1", "R2"):
+            up = uploads_by_path(sandbox)[f"gncv://seq1/RAW/{name}_{read}.fastq.gz"]
+            expected = sha256_concat(sources_of(run_dir, name, read))
+            assert s3_sha256(sandbox, up["s3"]["bucket"], up["s3"]["object_name"]) == expected
+    assert [r.levelname for r in caplog.records if "upload.s3_no_aws_chunked" in r.getMessage()] == ["WARNING"]
+    puts = [e for e in sandbox.control.log(target="s3") if e["operation"] == "PutObject"]
+    assert len(puts) == 5  # one object sent framed (and noticed), then again and the other three: plain

@@ -11,6 +11,8 @@ A rule is a JSON object. Shapes (keys not shown are optional):
     {"target": "s3", "operation": "UploadPart", "part": 3, "status": 503, "code": "SlowDown", "times": 1}
     {"target": "s3", "operation": "UploadPart", "reset": true, "times": 1}
     {"target": "s3", "operation": "PutObject", "corrupt": true}   a body byte flipped on its way to S3
+    {"target": "s3", "raw_chunked": true}     an old S3-compatible server: aws-chunked bodies are stored with their
+                                              framing, and no checksum is checked or named
     {"target": "download", "corrupt": true, "times": 1}            (+ "file_id" / "file_type")
     {"target": "download", "reset_after_bytes": 1000, "times": 1}
     {"credentials_ttl": 5}      upload-credentials expire 5 s after issue
@@ -66,6 +68,7 @@ class FaultRule:
     latency: float = 0.0
     response_latency: float = 0.0  # s3: forwarded at once, the answer held back (the work is done meanwhile)
     read_rate: int | None = None  # s3: request bodies are read at this many bytes per second
+    raw_chunked: bool = False  # s3: a server that knows no aws-chunked (stores the framing, checks nothing)
     reset: bool = False
     reset_after_bytes: int | None = None
     corrupt: bool = False
@@ -89,6 +92,8 @@ class FaultRule:
             return f"response latency {self.response_latency}s"
         if self.read_rate:
             return f"read rate {self.read_rate} B/s"
+        if self.raw_chunked:
+            return "aws-chunked stored raw"
         return f"latency {self.latency}s"
 
     def as_dict(self) -> dict[str, object]:
@@ -107,6 +112,7 @@ class Effect:
     rule: FaultRule | None = None
     response_latency: float = 0.0
     read_rate: int | None = None
+    raw_chunked: bool = False
 
     @property
     def description(self) -> str | None:
@@ -117,6 +123,8 @@ class Effect:
             parts.append(f"response latency {self.response_latency}s")
         if self.read_rate:
             parts.append(f"read rate {self.read_rate} B/s")
+        if self.raw_chunked:
+            parts.append("aws-chunked stored raw")
         if self.rule is not None:
             parts.append(self.rule.describe())
         return ", ".join(parts) or None
@@ -139,6 +147,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "latency": (int, float),
     "response_latency": (int, float),
     "read_rate": (int,),
+    "raw_chunked": (bool,),
     "reset": (bool,),
     "reset_after_bytes": (int,),
     "corrupt": (bool,),
@@ -227,6 +236,7 @@ class FaultBook:
     def _take(self, target: str, matches: Callable[[FaultRule], bool]) -> Effect:
         latency = response_latency = 0.0
         read_rate: int | None = None
+        raw_chunked = False
         action: FaultRule | None = None
         for rule in list(self._rules):
             if rule.target != target or not matches(rule):
@@ -236,16 +246,17 @@ class FaultBook:
                     continue  # one action per request; later rules wait for later requests
                 action = rule
                 latency += rule.latency
-            elif rule.latency or rule.response_latency or rule.read_rate:
+            elif rule.latency or rule.response_latency or rule.read_rate or rule.raw_chunked:
                 latency += rule.latency
                 response_latency += rule.response_latency
                 read_rate = rule.read_rate or read_rate
+                raw_chunked = raw_chunked or rule.raw_chunked
             else:
                 continue
             self._consume(rule)
-        if not (latency or response_latency or action or read_rate):
+        if not (latency or response_latency or action or read_rate or raw_chunked):
             return NO_EFFECT
-        return Effect(latency=latency, rule=action, response_latency=response_latency, read_rate=read_rate)
+        return Effect(latency, action, response_latency, read_rate, raw_chunked)
 
     def take_api(self, method: str, endpoint: str, path: str) -> Effect:
         def matches(rule: FaultRule) -> bool:

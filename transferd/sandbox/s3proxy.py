@@ -206,7 +206,7 @@ class S3Proxy:
                 code = s3_error_code(rule)
                 message = rule.message or S3_ERROR_MESSAGES.get(code, code)
                 return error_response(rule.status, code, message, request.path)
-            check = BodyCheck.of(request.headers)
+            check = BodyCheck.of({} if effect.raw_chunked else request.headers)
             if isinstance(check, Refusal):
                 await _drain(request, bytes_in)
                 status, fault = check.status, f"refused: {check.code}"
@@ -224,7 +224,9 @@ class S3Proxy:
             stored = self._object_checksums.get((s3req.bucket or "", s3req.key or ""), {})
             if request.method not in ("GET", "HEAD") or request.headers.get("x-amz-checksum-mode") != "ENABLED":
                 stored = {}
-            response = await self._forward(request, body, bytes_out, effect.response_latency, echo, stored)
+            response = await self._forward(
+                request, body, bytes_out, effect.response_latency, echo, stored, raw_chunked=effect.raw_chunked
+            )
             status = response.status
             if s3req.bucket and s3req.key and status in (200, 204):
                 where = (s3req.bucket, s3req.key)
@@ -304,9 +306,16 @@ class S3Proxy:
         hold: float = 0.0,
         echo: dict[str, str] | None = None,
         stored: dict[str, str] | None = None,
+        *,
+        raw_chunked: bool = False,
     ) -> web.StreamResponse:
         assert self._session is not None
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+        if raw_chunked and "aws-chunked" in headers.get("Content-Encoding", ""):  # the server sees opaque bytes
+            for name in ("Content-Encoding", "x-amz-decoded-content-length", "x-amz-trailer",
+                         "x-amz-sdk-checksum-algorithm"):  # fmt: skip
+                headers.popall(name, None)
+            headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
         data: bytes | AsyncIterator[bytes] | None = body if isinstance(body, bytes) else None
         if isinstance(body, _Inbound) and request.body_exists:
             data = body.stream()
@@ -336,7 +345,7 @@ class S3Proxy:
                 return web.Response(status=200, body=answer, headers=CIMultiDict(kept))
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for name, value in upstream.headers.items():
-                if name.lower() not in HOP_BY_HOP:
+                if name.lower() not in HOP_BY_HOP and not (raw_chunked and name.lower().startswith("x-amz-checksum-")):
                     response.headers.add(name, value)
             if upstream.status == 200:  # S3 names the checksum it verified, or keeps (ChecksumMode on HEAD/GET)
                 named = body.verified() if isinstance(body, _Inbound) else {}

@@ -269,7 +269,7 @@ class ObjectEngine:
         await self._journal.run(jq.start_put, obj.id)
         try:
             sha256: str | None = None
-            if may_have_landed or not s3.checksums:
+            if may_have_landed or not s3.trailers:
                 sha256 = await asyncio.to_thread(prehash, obj.sources)
             found = await s3.head_object(obj.bucket, obj.key) if may_have_landed else None
             stored: Stored | None
@@ -300,7 +300,23 @@ class ObjectEngine:
         if changes:
             raise _Restart("source changed during the upload: " + "; ".join(changes), await self._new_sources(obj))
         assert sha256 is not None
+        if not stored.verified and s3.trailers:
+            await self._check_trailer_understood(s3, obj)
+            stored = Stored(stored.etag, verified=True)  # its size is checked
         return await self._finish(s3, obj, sha256, stored, 0, sent, 1 - sent)
+
+    async def _check_trailer_understood(self, s3: S3Backend, obj: jq.ObjectRow) -> None:
+        """S3 names the checksum of a trailer it verified; a server that did not may have stored the aws-chunked
+        framing as the object's bytes. Then every later single PUT sends its SHA-256 up front (a first pass) and
+        this object starts again."""
+        assert obj.bucket and obj.key
+        head = await s3.head(obj.bucket, obj.key)
+        if head is not None and head[0] != obj.size:
+            s3.trailers = False
+            event(log, "upload.s3_no_aws_chunked", logging.WARNING, object=obj.destination_path, stored=head[0],
+                  expected=obj.size, hint="the S3 server stores aws-chunked bodies undecoded; single PUTs now "
+                  "hash their sources first (set s3_checksums = \"when_required\" for such servers)")  # fmt: skip
+            raise _Restart(f"the S3 server stored {head[0]} bytes for {obj.size}: it does not decode aws-chunked")
 
     async def _send_whole(
         self, s3: S3Backend, obj: jq.ObjectRow, progress: ObjectProgress, sha256: str | None
@@ -464,7 +480,11 @@ class ObjectEngine:
             return False  # not started again by us: a succeeded upload is Gencove's word (an earlier run)
         s3 = await self._s3()
         found = await s3.head_object(obj.bucket, obj.key)
-        if found is None or found.sha256 is None:
+        if found is None:
+            return False
+        if found.size != obj.size:
+            return True  # e.g. a server that stored an aws-chunked body with its framing
+        if found.sha256 is None:
             return False  # not a PUT of ours (multipart objects are only completed from unchanged sources)
         try:
             current = await asyncio.to_thread(prehash, obj.sources)

@@ -201,6 +201,9 @@ class S3Backend:
         self._api = api
         self.policy = policy
         self.checksums = gencove.s3_checksums == "when_supported"
+        # Single PUTs carry their SHA-256 as an aws-chunked trailer; off for good once the server has shown it
+        # stores the framing instead of decoding it (an S3-compatible server that knows no aws-chunked).
+        self.trailers = self.checksums
         self._stack = AsyncExitStack()
         self._client: Any = None
         self._creds: GencoveCredentials | None = None
@@ -311,7 +314,7 @@ class S3Backend:
 
     def body(self, sources: Sequence[SourceFile], budget: ByteBudget, on_sent: Callable[[int], None]) -> SourcesBody:
         """The body of a single PUT: aws-chunked with a SHA-256 trailer when checksums are on."""
-        return SourcesBody(sources, budget, on_sent, trailer=SHA256_TRAILER if self.checksums else None)
+        return SourcesBody(sources, budget, on_sent, trailer=SHA256_TRAILER if self.trailers else None)
 
     async def put(self, bucket: str, key: str, body: SourcesBody, sha256: str | None = None) -> Stored:
         """One PutObject of `body` (streamed). With checksums on, the body carries its SHA-256 as a trailer,
@@ -320,6 +323,8 @@ class S3Backend:
         end), so it costs nothing more. A source that changed under the body raises `SourceChanged` at once
         (never retried: the engine starts the object again)."""
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "ContentLength": len(body)}
+        if body.trailer is None and sha256 is not None and self.checksums:
+            kwargs["ChecksumSHA256"] = _b64(sha256)
         if body.trailer is None:
             if sha256 is None:
                 raise ValueError("a PUT without a checksum trailer needs the SHA-256 beforehand")
@@ -346,7 +351,7 @@ class S3Backend:
                 body.close()
 
         resp = await self._call("put_object", once)
-        sent = body.sha256 if body.trailer is not None else None
+        sent = body.sha256 if self.checksums else None
         verified = sent is not None and resp.get("ChecksumSHA256") == _b64(sent)
         return Stored(_unquote(str(resp.get("ETag", ""))), verified)
 
