@@ -469,7 +469,7 @@ watchdog = false
                 self.undo.append((now + r.uniform(0.2, 1.5), "restart", None))
             elif kind == "sighup_reload":
                 assert self.daemon is not None and self.daemon.proc is not None
-                if not self.daemon.alive() or self.crash_armed_until:
+                if not self.daemon.serving() or self.crash_armed_until:
                     return False
                 variant = r.choice(("unchanged", "watch_changed", "invalid"))
                 text = self.config.read_text()

@@ -177,6 +177,13 @@ class Daemon:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def serving(self) -> bool:
+        """Alive and answering /healthz: its signal handlers are set (systemd sends a reload only after READY=1;
+        a SIGHUP before the handlers are set would end the process)."""
+        with contextlib.suppress(OSError):
+            return self.alive() and http("GET", self.url("/healthz"), timeout=2)[0] == 200
+        return False
+
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 

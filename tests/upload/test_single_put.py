@@ -184,12 +184,15 @@ def test_sigkill_after_the_put_landed_does_not_send_it_again(sandbox: SandboxPro
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL, (out + err).decode()
     sandbox.control.clear_faults()
+    r1 = uploads_by_path(sandbox)[f"gncv://{up_key}"]["s3"]["object_name"]
+    # The killed client's PUT is logged once its held answer is over (up to 5 s later): only then count anew.
+    wait_for(lambda: [e for e in sandbox.control.log(operation="PutObject") if e["key"] == r1], timeout=30,
+             message="the killed client's PUT in the request log")  # fmt: skip
     seq = sandbox.control.last_log_seq()
     result = run_cli(sandbox, run_dir, state, "-c", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "already succeeded on Gencove" not in result.stderr  # the HEAD check found it, not the upload slot
     assert_identical(sandbox, run_dir, "RUNK/RUNK", ["K"])
-    r1 = uploads_by_path(sandbox)[f"gncv://{up_key}"]["s3"]["object_name"]
     assert [e for e in sandbox.control.log(operation="PutObject", since=seq) if e["key"] == r1] == [], (
         "the object S3 already held was sent again"
     )
