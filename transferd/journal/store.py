@@ -6,6 +6,10 @@ thread, so the event loop never waits on SQLite). Readers for scrapes and `statu
 which WAL lets run beside the writer.
 
 An exclusive lock file next to the database keeps a second daemon off the same journal.
+
+Every text the writer connection stores has the registered secrets masked (`transferd.log.mask_secrets`), and
+event messages are redacted whole (`redact`): error texts come from API answers, exceptions and URLs, and
+whichever query module writes one, no secret reaches a row.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from transferd.errors import TransferdError
 from transferd.journal.schema import MIGRATIONS, SCHEMA_VERSION
+from transferd.log import mask_secrets, redact
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -33,9 +38,33 @@ class JournalLocked(TransferdError):
     pass
 
 
+class _RedactingConnection(sqlite3.Connection):
+    """The writer's connection: the one place text enters the journal, so the one place it is redacted."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return super().execute(sql, _redacted(parameters))
+
+    def executemany(self, sql: str, seq: Any, /) -> sqlite3.Cursor:
+        return super().executemany(sql, (_redacted(p) for p in seq))
+
+
+def _redacted(params: Any) -> Any:
+    if isinstance(params, dict):
+        return {k: _text(v) for k, v in params.items()}
+    return tuple(_text(v) for v in params)
+
+
+def _text(v: Any) -> Any:
+    # Registered secrets only: the credential shapes `redact` also masks could alter a path or an id used as a key.
+    return mask_secrets(v) if isinstance(v, str) else v
+
+
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=10)
+    factory = sqlite3.Connection if readonly else _RedactingConnection
+    conn = sqlite3.connect(
+        uri, uri=True, isolation_level=None, check_same_thread=False, timeout=10, factory=factory
+    )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute("PRAGMA foreign_keys = ON")
@@ -190,6 +219,6 @@ def log_event(conn: sqlite3.Connection, level: str, stage: str, subject: str | N
     """Keep the last errors for `status`; the table is trimmed so it cannot grow without bound."""
     conn.execute(
         "INSERT INTO events (ts, level, stage, subject, message) VALUES (?, ?, ?, ?, ?)",
-        (now(), level, stage, subject, message[:2000]),
+        (now(), level, stage, subject, redact(message)[:2000]),
     )
     conn.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - 1000")

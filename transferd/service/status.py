@@ -7,6 +7,7 @@ writes), so it can be run at any time, by any user that can read the journal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sqlite3
@@ -15,9 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from transferd.config import load_config
-from transferd.errors import TransferdError
+from transferd.config import load_config, resolve_api_key
+from transferd.errors import TransferdError, UsageError
 from transferd.journal import Journal
+from transferd.log import redact
 from transferd.service import views
 
 
@@ -39,8 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    with contextlib.suppress(UsageError, OSError):  # know the key to mask it, where this user may read it
+        resolve_api_key(cfg)
     report = collect(cfg.state.path, runs=args.runs)
-    print(json.dumps(asdict(report), indent=2) if args.json else render(report))
+    # Rows are redacted when written; this covers rows from older versions and secrets of other processes.
+    print(redact(json.dumps(asdict(report), indent=2) if args.json else render(report)))
     return 0
 
 
