@@ -70,6 +70,9 @@ def test_an_api_error_echoing_the_key_is_stored_printed_and_logged_redacted(
     assert up.returncode == 1, up.stderr
     assert "HTTP 400" in up.stdout + up.stderr  # the failure is reported...
     assert key not in up.stdout + up.stderr  # ...without the key
+    # The engine's catch-all logs the traceback of what it turned into a failed row (issue 13), redacted too.
+    failed = [line for line in up.stderr.splitlines() if "event=upload.object_failed" in line]
+    assert failed and all("traceback=" in line and "engine.py" in line for line in failed)
     dump = "\n".join(sqlite3.connect(state).iterdump())
     assert "HTTP 400" in dump and "Api-Key ***" in dump
     assert key not in dump
