@@ -51,13 +51,18 @@ PROBE_POLICY = Policy(deadline=10.0, max_attempts=1)  # readiness reports; it ne
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", required=True, help="path to the TOML config")
+    p.add_argument(
+        "--new-journal", action="store_true",
+        help="accept an emptied (0-byte) journal file as a new, empty journal (forgets what was delivered)",
+    )  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging(cfg.log.level, cfg.log.format)
     api_key = resolve_api_key(cfg)
-    journal = Journal.open(cfg.state.path)  # JournalLocked names the journal and the holder's pid
+    # JournalLocked names the holder's pid; JournalDamaged (exit 2) the file, the error and how to recover.
+    journal = Journal.open(cfg.state.path, new=args.new_journal)
     try:
         return eventloop.run(Daemon(cfg, journal, api_key).run())
     except ExceptionGroup as group:  # a task failed: say which, exit 1 so systemd restarts us
