@@ -24,6 +24,7 @@ from typing import Any
 
 from transferd import __version__, eventloop
 from transferd.config import Config, WatchConfig, load_config, resolve_api_key
+from transferd.discovery.confine import SourceGuard
 from transferd.errors import ConfigError, TransferdError, UsageError
 from transferd.gencove.client import GencoveClient
 from transferd.journal import Journal, log_event
@@ -214,8 +215,13 @@ class Daemon:
 
     # -- components --------------------------------------------------------------------------------------------
     def _start_watcher(self, watch: WatchConfig) -> None:
+        guard = SourceGuard(watch.path)
+
         async def on_runs(root: Path, runs: list[Any]) -> None:
             current = next((w for w in self.cfg.watches if w.path == watch.path), watch)
+            # Sources outside the root (unless allowed) and files that are not FASTQ become sample problems.
+            guard.allow_outside_root = current.allow_outside_root
+            runs = await asyncio.to_thread(guard.check, runs)
             await self._pipeline.submit(current, runs)
 
         watcher = components.make_watcher(watch, on_runs, self._trusted)
