@@ -17,15 +17,28 @@ import time
 from typing import Any
 
 _MASK = "***"
-_secrets: set[str] = set()
+MAX_ROTATING = 32  # short-lived credentials kept: every refresh adds some, and each costs every line a search
+_pinned: set[str] = set()
+_rotating: dict[str, None] = {}  # insertion-ordered: oldest first
+_ordered: tuple[str, ...] = ()  # longest first, rebuilt on registration (read on every line and journal write)
 _lock = threading.Lock()
 
 
-def register_secret(value: str | None) -> None:
+def register_secret(value: str | None, *, rotating: bool = False) -> None:
+    """Mask `value` from now on. `rotating`: a short-lived credential (S3 session keys, access tokens) that is
+    replaced on refresh; only the newest MAX_ROTATING are kept, so the set cannot grow without bound."""
+    global _ordered
     # Very short values would mask innocent text; real secrets are long.
-    if value and len(value) >= 6:
-        with _lock:
-            _secrets.add(value)
+    if not value or len(value) < 6 or value in _pinned or value in _rotating:
+        return
+    with _lock:
+        if rotating:
+            _rotating[value] = None
+            while len(_rotating) > MAX_ROTATING:
+                del _rotating[next(iter(_rotating))]
+        else:
+            _pinned.add(value)
+        _ordered = tuple(sorted((*_pinned, *_rotating), key=len, reverse=True))
 
 
 # Credentials in the shapes they travel in are masked even when never registered (another process's key, a key
@@ -53,9 +66,7 @@ def redact(text: str) -> str:
 def mask_secrets(text: str) -> str:
     """Only the registered secrets (and a cut-off start of one at the end): safe on identifiers and paths too,
     which the credential shapes of `redact` could alter."""
-    with _lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for s in secrets:
+    for s in _ordered:
         if s in text:
             text = text.replace(s, _MASK)
         text = _mask_cut(text, s)

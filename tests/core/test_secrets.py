@@ -12,7 +12,7 @@ from pathlib import Path
 from helpers import make_fastq_gz
 
 from transferd.journal import Journal, log_event
-from transferd.log import mask_secrets, redact, register_secret
+from transferd.log import MAX_ROTATING, mask_secrets, redact, register_secret
 from transferd.sandbox import SandboxProcess
 
 
@@ -82,3 +82,14 @@ def test_an_api_error_echoing_the_key_is_stored_printed_and_logged_redacted(
         assert "HTTP 400" in st.stdout and key not in st.stdout + st.stderr
     doc = json.loads(transferd("status", "-c", str(config), "--json").stdout)
     assert any("Api-Key ***" in e["message"] for e in doc["errors"])
+
+
+def test_rotating_credentials_are_bounded_and_pinned_secrets_stay() -> None:
+    pinned = "pinned-api-key-0123456789"
+    register_secret(pinned)
+    rotating = [f"session-token-{i:04d}-abcdefgh" for i in range(MAX_ROTATING + 8)]
+    for token in rotating:
+        register_secret(token, rotating=True)
+    assert redact(pinned) == "***"
+    assert redact(rotating[-1]) == "***" and redact(rotating[-MAX_ROTATING]) == "***"
+    assert redact(rotating[0]) == rotating[0]  # long replaced and expired: no longer searched for

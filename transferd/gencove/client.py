@@ -176,7 +176,7 @@ class GencoveClient:
         doc = await self.request("POST", "/api/v2/upload-credentials/", "upload_credentials", body={})
         creds = Credentials.from_json(doc)
         for secret in (creds.secret_key, creds.token, creds.access_key):
-            register_secret(secret)
+            register_secret(secret, rotating=True)
         return creds
 
     async def upload_slot(self, destination_path: str) -> UploadSlot:

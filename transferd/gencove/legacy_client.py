@@ -294,7 +294,7 @@ def _token(doc: Any, key: str, where: str) -> str:
     value = doc.get(key) if isinstance(doc, dict) else None
     if not isinstance(value, str) or not value:
         raise LegacyAuthError(f"{where} answered without a {key}")
-    register_secret(value)
+    register_secret(value, rotating=True)
     return value
 
 
