@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,11 @@ def test_a_full_journal_disk_pauses_work_and_resumes(sandbox: SandboxProcess, tm
         assert daemon.proc.poll() is None  # paused, not exited
         assert daemon.events("journal.full") and "level=warning" in daemon.events("journal.full")[0]
         assert not [a for a in sandbox.control.assignments() if a.get("client_id") == "F1"]
+        status = subprocess.run(
+            [sys.executable, "-m", "transferd", "status", "-c", str(config)], capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert status.returncode == 0 and "journal disk:    FULL" in status.stdout, status.stdout + status.stderr
 
         filler.unlink()  # space returns
         wait_for(
