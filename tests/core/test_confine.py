@@ -102,3 +102,12 @@ def test_first_record_checks(tmp_path: Path) -> None:
     plain = tmp_path / "plain.fastq.gz"
     plain.write_bytes(b"@r1\nACGT\n+\nIIII\n")
     assert first_record_problem(plain) is None  # not gzip at all: the gzip check's verdict, not ours
+
+
+def test_files_already_recorded_for_upload_are_not_read_again(tmp_path: Path) -> None:
+    root, _ = _layout(tmp_path)
+    runs = _scan(root)
+    trusted = frozenset(f.fingerprint() for r in runs for s in r.samples if s.client_id == "TEXT" for f in s.r1)
+    after = _samples(SourceGuard(root, trusted=trusted).check(runs))
+    ready, problems = after["TEXT"]  # R1 is trusted (its sample is in the journal already); R2 is still read
+    assert not ready and len(problems) == 1 and "TEXT_S3_L001_R2_001" in problems[0]

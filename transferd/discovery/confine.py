@@ -22,16 +22,19 @@ from pathlib import Path
 from transferd.discovery.models import Run, Sample, SourceFile
 from transferd.localfile import open_regular_binary
 
-HEAD = 256 * 1024  # decompressed bytes read for the first record: enough for long reads, bounded for bombs
+HEAD = 64 * 1024  # decompressed bytes read for the first record (a longer record is judged on its start)
 _REMEMBERED = 100_000  # verdicts kept (per file version); forgotten all at once past this
 
 
 class SourceGuard:
     """One per watch: `check(runs)` returns the runs with offending samples marked not ready."""
 
-    def __init__(self, root: Path, allow_outside_root: bool = False) -> None:
+    def __init__(self, root: Path, allow_outside_root: bool = False, trusted: frozenset[int] = frozenset()) -> None:
+        """``trusted``: ``SourceFile.fingerprint()`` of file versions already recorded for upload (the journal
+        knows their samples, so a restart does not read every FASTQ still lying in the root again)."""
         self.root = root
         self.allow_outside_root = allow_outside_root
+        self._trusted = trusted
         self._verdicts: dict[tuple[str, int, int, int, bool], str | None] = {}
 
     def check(self, runs: Iterable[Run]) -> list[Run]:
@@ -51,6 +54,8 @@ class SourceGuard:
         return replace(sample, ready=False, settling=False, problems=(*sample.problems, *problems))
 
     def _file(self, f: SourceFile, real_root: str) -> str | None:
+        if self._trusted and f.fingerprint() in self._trusted:
+            return None
         key = (str(f.path), f.size, f.mtime_ns, f.inode, self.allow_outside_root)
         if key not in self._verdicts:
             if len(self._verdicts) >= _REMEMBERED:

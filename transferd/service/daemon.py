@@ -215,7 +215,7 @@ class Daemon:
 
     # -- components --------------------------------------------------------------------------------------------
     def _start_watcher(self, watch: WatchConfig) -> None:
-        guard = SourceGuard(watch.path)
+        guard = SourceGuard(watch.path, trusted=self._trusted)
 
         async def on_runs(root: Path, runs: list[Any]) -> None:
             current = next((w for w in self.cfg.watches if w.path == watch.path), watch)
