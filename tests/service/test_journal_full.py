@@ -84,3 +84,37 @@ def test_a_full_journal_disk_pauses_work_and_resumes(sandbox: SandboxProcess, tm
     finally:
         code = daemon.stop()
     assert code == 0, daemon.log_text()[-3000:]
+
+
+def test_a_stop_while_paused_exits_cleanly_and_the_next_start_delivers(
+    sandbox: SandboxProcess, tmp_path: Path, small_disk: Path
+) -> None:
+    info = sandbox.info
+    root = tmp_path / "runs"
+    root.mkdir()
+    port = free_port()
+    config = write_config(
+        tmp_path / "config.toml", api_url=info.api_url, s3_url=info.s3_url, state=small_disk / "journal.sqlite3",
+        port=port, grace=3,
+        watches=[{"path": root, "destination": "gncv://full-stop", "project_id": info.project_id,
+                  "settle_seconds": 0, "rescan_interval": "1s"}],
+    )  # fmt: skip
+    env = {"TRANSFERD_API_KEY": info.api_key}
+    daemon = Daemon(config, port, env, tmp_path / "daemon.log")
+    try:
+        daemon.wait_ready()
+        filler = _fill(small_disk)
+        write_run(root, "RUN_STOP", {"G1": 1})
+        wait_for(lambda: daemon.value("transferd_journal_full") == 1, timeout=30, message="paused")
+    finally:
+        code = daemon.stop(timeout=30)  # SIGTERM while writes wait for space
+    assert code == 0, daemon.log_text()[-3000:]
+    filler.unlink()
+    daemon = Daemon(config, port, env, tmp_path / "daemon2.log")
+    try:
+        wait_for(
+            lambda: (daemon.value("transferd_samples_completed_total", stage="assigned") or 0) >= 1,
+            timeout=60, interval=0.25, message="the run delivered after the restart",
+        )  # fmt: skip
+    finally:
+        assert daemon.stop() == 0
