@@ -86,6 +86,7 @@ def test_first_record_checks(tmp_path: Path) -> None:
 
     assert first_record_problem(make_fastq_gz(tmp_path / "ok.fastq.gz")) is None
     assert first_record_problem(gz("crlf.fastq.gz", b"@r1\r\nACGTN\r\n+\r\nIIIII\r\n")) is None
+    assert first_record_problem(gz("trimmed.fastq.gz", b"@r1\n\n+\n\n@r2\nAC\n+\nII\n")) is None
     long_read = b"@r1\n" + b"ACGT" * 100_000 + b"\n+\n"  # a long read past the window: judged on what was read
     assert first_record_problem(gz("long.fastq.gz", long_read)) is None
     cases = {

@@ -106,7 +106,7 @@ def _not_fastq(head: bytes) -> str | None:
     if len(lines) < 2:
         return None if len(head) >= HEAD else "the file ends inside the first record"
     seq = lines[1].rstrip(b"\r")
-    if not seq or (not seq.isalpha() and set(seq) - set(b"ACGTNacgtn.-")):
+    if seq and not seq.isalpha() and set(seq) - set(b"ACGTNacgtn.-"):  # empty: a read trimmed to nothing
         return f"the second line is not a sequence: {_show(seq)}"
     if not complete:
         return None if len(head) >= HEAD else "the file ends inside the first record"
