@@ -2,6 +2,9 @@
 
 Each command lives in the module that owns its work and exposes `add_arguments(parser)` and `main(args) -> int`;
 this file only routes. Exit codes: 0 ok, 1 failure, 2 usage or config error.
+
+No command ends in a raw traceback: an unexpected exception prints one redacted line and logs its whole
+(redacted) traceback as an event, then exits 1.
 """
 
 from __future__ import annotations
@@ -9,12 +12,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from transferd import __version__
 from transferd.errors import TransferdError
+from transferd.log import event, redact, setup_logging
+
+log = logging.getLogger("transferd.cli")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +134,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(entry(args) or 0)
     except TransferdError as e:
-        print(f"transferd {args.command}: error: {e}", file=sys.stderr)
+        print(f"transferd {args.command}: error: {redact(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"transferd {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: one line for the user, the whole traceback for whoever fixes it
+        return _crashed(args.command, e)
+
+
+def _crashed(command: str, exc: Exception) -> int:
+    if not any(getattr(h, "_transferd", False) for h in logging.getLogger().handlers):
+        setup_logging("warning", "kv")  # not set up by the command yet: Python's fallback would not redact
+    event(log, "cli.crashed", logging.ERROR, exc_info=exc, command=command, error=f"{type(exc).__name__}: {exc}")
+    first = next(iter(str(exc).splitlines()), "")
+    print(
+        f"transferd {command}: internal error: {type(exc).__name__}: {redact(first)} "
+        "(a bug; the traceback is in the log)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

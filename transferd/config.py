@@ -74,6 +74,7 @@ class WatchConfig:
     rescan_interval: float = 60.0
     use_inotify: bool = True
     metadata: Any = None  # JSON sent with the assignment
+    allow_outside_root: bool = False  # upload sources that resolve outside `path` (symlinks, manifest rows)
 
     def rules(self) -> Any:
         """The discovery rules for this watch (`transferd.discovery.rules.DiscoveryRules`)."""
@@ -317,6 +318,7 @@ def _watch(t: _Table) -> WatchConfig:
         rescan_interval=t.duration("rescan_interval", d.rescan_interval),
         use_inotify=t.boolean("use_inotify", d.use_inotify),
         metadata=json.loads(json.dumps(metadata)) if metadata is not None else None,
+        allow_outside_root=t.boolean("allow_outside_root", d.allow_outside_root),
     )
     t.finish()
     if cfg.rescan_interval <= 0:

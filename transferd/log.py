@@ -1,45 +1,95 @@
 """Structured logging: one line per event, `key=value` or JSON, with every registered secret masked.
 
 Call `register_secret(value)` as soon as a secret (API key, S3 secret, webhook secret, token) is held;
-the formatter replaces it everywhere in the rendered line, including in exception text.
+the formatter replaces it everywhere in the rendered line, including in exception text and tracebacks.
+`redact(text)` is the one function that does it; the journal's writer connection and `status` use it too, so
+an API answer that echoes our key reaches no row, no report and no log line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
 from typing import Any
 
 _MASK = "***"
-_secrets: set[str] = set()
+MAX_ROTATING = 32  # short-lived credentials kept: every refresh adds some, and each costs every line a search
+_pinned: set[str] = set()
+_rotating: dict[str, None] = {}  # insertion-ordered: oldest first
+_ordered: tuple[str, ...] = ()  # longest first, rebuilt on registration (read on every line and journal write)
 _lock = threading.Lock()
 
 
-def register_secret(value: str | None) -> None:
+def register_secret(value: str | None, *, rotating: bool = False) -> None:
+    """Mask `value` from now on. `rotating`: a short-lived credential (S3 session keys, access tokens) that is
+    replaced on refresh; only the newest MAX_ROTATING are kept, so the set cannot grow without bound."""
+    global _ordered
     # Very short values would mask innocent text; real secrets are long.
-    if value and len(value) >= 6:
-        with _lock:
-            _secrets.add(value)
+    if not value or len(value) < 6 or value in _pinned or value in _rotating:
+        return
+    with _lock:
+        if rotating:
+            _rotating[value] = None
+            while len(_rotating) > MAX_ROTATING:
+                del _rotating[next(iter(_rotating))]
+        else:
+            _pinned.add(value)
+        _ordered = tuple(sorted((*_pinned, *_rotating), key=len, reverse=True))
+
+
+# Credentials in the shapes they travel in are masked even when never registered (another process's key, a key
+# cut short by a truncated message): an Authorization value, and signed-URL / token query parameters.
+_SHAPES = re.compile(
+    r"(?i)\b(Api-Key|GENCOVE-API-KEY|JWT|Bearer)(\s+)[A-Za-z0-9._~+/=-]{4,}"
+    r"|\b(X-Amz-Signature|X-Amz-Security-Token|X-Amz-Credential|Signature|access_token|refresh_token|token|password)"
+    r"=[^&\s\"'<>]+"
+)
+_TAIL = 6  # a text cut inside a secret ends with its first characters: mask a tail of at least this many
+
+
+def _mask_shape(m: re.Match[str]) -> str:
+    if m.group(1):
+        return f"{m.group(1)}{m.group(2)}{_MASK}"
+    return f"{m.group(3)}={_MASK}"
 
 
 def redact(text: str) -> str:
-    if not _secrets:
-        return text
-    with _lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for s in secrets:
+    """`text` with every registered secret, a cut-off start of one at its end, and every credential-shaped
+    value masked. For error texts, reports and log lines."""
+    return _SHAPES.sub(_mask_shape, mask_secrets(text))
+
+
+def mask_secrets(text: str) -> str:
+    """Only the registered secrets (and a cut-off start of one at the end): safe on identifiers and paths too,
+    which the credential shapes of `redact` could alter."""
+    for s in _ordered:
         if s in text:
             text = text.replace(s, _MASK)
+        text = _mask_cut(text, s)
     return text
 
 
-def event(log: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log one event: `event(log, "upload.part_done", object="gncv://...", part=7)`."""
+def _mask_cut(text: str, secret: str) -> str:
+    tail = text[-(len(secret) - 1) :]
+    i = tail.find(secret[:_TAIL])
+    while i != -1:
+        if secret.startswith(tail[i:]):
+            return text[: len(text) - len(tail) + i] + _MASK
+        i = tail.find(secret[:_TAIL], i + 1)
+    return text
+
+
+def event(
+    log: logging.Logger, name: str, level: int = logging.INFO, *, exc_info: BaseException | None = None, **fields: Any
+) -> None:
+    """Log one event: `event(log, "upload.part_done", object="gncv://...", part=7)`. With `exc_info` the line
+    carries that exception's whole traceback (field `traceback`, redacted like the rest)."""
     if log.isEnabledFor(level):
-        log.log(level, name, extra={"fields": fields}, stacklevel=2)
+        log.log(level, name, exc_info=exc_info, extra={"fields": fields}, stacklevel=2)
 
 
 def _kv_value(v: Any) -> str:
@@ -59,7 +109,11 @@ class _Formatter(logging.Formatter):
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
         msg = record.getMessage()
         if record.exc_info:
-            fields["exc"] = self.formatException(record.exc_info).strip().splitlines()[-1]
+            # The whole traceback, chained causes included: its last line alone rarely says where it broke.
+            # In kv format it is one quoted field (newlines escaped), so a line stays one journal entry.
+            text = self.formatException(record.exc_info).strip()
+            fields["exc"] = text.splitlines()[-1]
+            fields["traceback"] = text
         if self.json:
             doc = {"ts": ts, "level": record.levelname.lower(), "logger": record.name, "event": msg, **fields}
             line = json.dumps(doc, default=str)

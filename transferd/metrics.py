@@ -87,6 +87,8 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("transferd_watch_root_up", "gauge", ("root",), "1 when a configured watch root is mounted and readable."),
     MetricDef("transferd_ready", "gauge", ("check",), "1 when a readiness check (journal, api, roots) passes."),
     MetricDef("transferd_journal_up", "gauge", (), "1 when the journal could be read at this scrape."),
+    MetricDef("transferd_journal_full", "gauge", (),
+              "1 while journal writes wait for disk space: work is paused and resumes when space returns."),
     MetricDef("transferd_last_success_timestamp_seconds", "gauge", ("stage",),
               "Unix time of the last success per stage (upload, download, uploaded, assigned, mirrored, ...)."),
     MetricDef("transferd_upload_part_duration_seconds", "histogram", (),
@@ -188,6 +190,8 @@ class TransferdCollector(Collector):
     def _journal_gauges(self) -> Iterator[Metric]:
         if self._journal is None:
             return
+        full = self._journal.full_since is not None
+        yield GaugeMetricFamily("transferd_journal_full", _help("transferd_journal_full"), value=1 if full else 0)
         view: Overview | None = None
         try:
             view = self._journal.read(overview)

@@ -25,7 +25,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from transferd.log import event
+from transferd.log import event, redact
 from transferd.stats import STATS
 
 log = logging.getLogger(__name__)
@@ -186,5 +186,5 @@ async def call(
 
 
 def _short(obj: object, limit: int = 300) -> str:
-    s = str(obj)
+    s = redact(str(obj))  # before cutting: a cut secret no longer matches the redactor
     return s if len(s) <= limit else s[:limit] + "..."

@@ -152,3 +152,12 @@ def test_check_config_cli_exit_codes_and_masking(tmp_path: Path) -> None:
 
     res = run_cli("check-config", "-c", str(write(tmp_path, "[[watch]]\npath='/x'\n")))
     assert res.returncode == 2 and "watch[1].destination" in res.stderr
+
+
+def test_allow_outside_root_is_off_unless_a_watch_opts_in(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL)).watches[0].allow_outside_root is False
+    cfg = load_config(write(tmp_path, MINIMAL + "allow_outside_root = true\n"))
+    assert cfg.watches[0].allow_outside_root is True
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, MINIMAL + 'allow_outside_root = "yes"\n'))
+    assert e.value.key.endswith("allow_outside_root")

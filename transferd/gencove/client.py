@@ -3,19 +3,25 @@
 Every call goes through the retry policy (`transferd.retry`): 5xx, 429 (honouring Retry-After), timeouts and
 connection errors are retried with jittered backoff up to the policy's deadline; other 4xx answers raise
 `ApiError` at once. Latency and outcome of every request are recorded in `STATS`.
+
+The API is not trusted to be well-behaved: bodies are read up to `MAX_BODY` (a clear error naming the URL past
+it), listings stop with an error when `next` does not advance or after `MAX_PAGES` pages, and ids are quoted
+before they become path segments, so an id like `../x?y` cannot address another endpoint.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import aiohttp
 
 from transferd import __version__
+from transferd.errors import TransferdError
 from transferd.gencove.models import Credentials, UploadSlot
 from transferd.log import register_secret
 from transferd.retry import DEFAULT_POLICY, ApiError, Policy, call, never_processed
@@ -24,6 +30,30 @@ from transferd.stats import STATS
 log = logging.getLogger(__name__)
 PAGE = 200
 ASSIGN_BATCH = 200  # the API's maximum per request
+MAX_BODY = 16 * 1024**2  # a JSON answer larger than this is refused, not buffered
+MAX_PAGES = 5000  # 1,000,000 items at PAGE per page: far beyond any project, short of exhausting memory
+
+
+class ApiContractError(TransferdError):
+    """The API answered something we must not follow (an oversized body, a listing that does not advance).
+    Not retried: asking again gets the same answer."""
+
+
+def segment(value: object) -> str:
+    """An id as one URL path segment: '/', '?', '#', '..' and the like cannot leave it."""
+    return quote(str(value), safe="")
+
+
+async def read_body(resp: aiohttp.ClientResponse, limit: int = MAX_BODY) -> bytes:
+    """The whole body, refused past `limit` bytes (announced or actual) without buffering the rest."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise ApiContractError(f"{resp.method} {resp.url}: answer of {resp.content_length} bytes exceeds {limit}")
+    buf = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        buf += chunk
+        if len(buf) > limit:
+            raise ApiContractError(f"{resp.method} {resp.url}: answer exceeds {limit} bytes")
+    return bytes(buf)
 
 
 def api_base(host: str) -> str:
@@ -41,8 +71,11 @@ class GencoveClient:
         timeout: float = 120.0,
         policy: Policy = DEFAULT_POLICY,
         session: aiohttp.ClientSession | None = None,
+        max_body: int = MAX_BODY,
+        max_pages: int = MAX_PAGES,
     ) -> None:
         register_secret(api_key)
+        self.max_body, self.max_pages = max_body, max_pages
         self.base = api_base(host)
         self._headers = {
             "Authorization": f"Api-Key {api_key}",
@@ -76,12 +109,12 @@ class GencoveClient:
             async with self._session.request(
                 method, self.base + path, json=body, params=params, headers=self._headers, timeout=self._timeout
             ) as resp:
-                raw = await resp.read()
+                raw = await read_body(resp, self.max_body)
                 outcome = str(resp.status)
                 doc: Any = None
                 if raw:
                     try:
-                        doc = await resp.json(content_type=None)
+                        doc = json.loads(raw)
                     except ValueError:
                         doc = raw.decode(errors="replace")[:500]
                 if resp.status >= 400:
@@ -110,26 +143,40 @@ class GencoveClient:
         )
 
     async def pages(self, path: str, operation: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Every result of a limit/offset listing, following `meta.next` (only its `offset` counts)."""
+        """Every result of a limit/offset listing, following `meta.next` (only its `offset` counts).
+
+        A `next` that does not move forward or more than `max_pages` pages end the listing with
+        `ApiContractError` instead of looping."""
         offset = 0
-        while True:
+        for _ in range(self.max_pages):
             doc = await self.request("GET", path, operation, params={**params, "offset": offset, "limit": PAGE})
-            for item in doc.get("results", []):
+            where = f"GET {self.base}{path} (offset {offset})"
+            results = doc.get("results") if isinstance(doc, dict) else None
+            if not isinstance(results, list):
+                raise ApiContractError(f"{where}: the answer has no `results` list")
+            for item in results:
                 yield item
             nxt = (doc.get("meta") or {}).get("next")
             if not nxt:
                 return
-            offsets = parse_qs(urlsplit(nxt).query).get("offset")
+            offsets = parse_qs(urlsplit(str(nxt)).query).get("offset")
             if not offsets:
                 return
-            offset = int(offsets[0])
+            try:
+                following = int(offsets[0])
+            except ValueError:
+                raise ApiContractError(f"{where}: meta.next has a bad offset: {offsets[0][:50]!r}") from None
+            if following <= offset:
+                raise ApiContractError(f"{where}: meta.next does not advance (offset {following}); listing stopped")
+            offset = following
+        raise ApiContractError(f"GET {self.base}{path}: more than {self.max_pages} pages; listing stopped")
 
     # -- upload side -----------------------------------------------------------------------------------------
     async def upload_credentials(self) -> Credentials:
         doc = await self.request("POST", "/api/v2/upload-credentials/", "upload_credentials", body={})
         creds = Credentials.from_json(doc)
         for secret in (creds.secret_key, creds.token, creds.access_key):
-            register_secret(secret)
+            register_secret(secret, rotating=True)
         return creds
 
     async def upload_slot(self, destination_path: str) -> UploadSlot:
@@ -148,7 +195,7 @@ class GencoveClient:
             raise ValueError(f"an assignment batch holds 1..{ASSIGN_BATCH} samples, not {len(items)}")
         doc = await self.request(
             "POST",
-            f"/api/v2/project-samples/{project_id}",
+            f"/api/v2/project-samples/{segment(project_id)}",
             "assign",
             body={"uploads": items, "metadata": metadata},
             idempotent=False,  # a second POST could assign twice: the Assigner checks the sample sheet instead
@@ -160,7 +207,7 @@ class GencoveClient:
         return [p async for p in self.pages("/api/v2/projects/", "projects", {"hidden_status": "visible"})]
 
     async def project(self, project_id: str) -> dict[str, Any]:
-        return await self.request("GET", f"/api/v2/projects/{project_id}", "project")
+        return await self.request("GET", f"/api/v2/projects/{segment(project_id)}", "project")
 
     def project_samples(
         self,
@@ -176,10 +223,10 @@ class GencoveClient:
             "search": search, "sort_by": sort_by, "sort_order": sort_order, "status": status,
             "archive_status": archive_status, "hidden_status": "visible",
         }  # fmt: skip
-        return self.pages(f"/api/v2/project-samples/{project_id}", "project_samples", params)
+        return self.pages(f"/api/v2/project-samples/{segment(project_id)}", "project_samples", params)
 
     async def sample(self, sample_id: str) -> dict[str, Any]:
-        return await self.request("GET", f"/api/v2/samples/{sample_id}", "sample")
+        return await self.request("GET", f"/api/v2/samples/{segment(sample_id)}", "sample")
 
     async def file_types(self, project_id: str | None = None) -> list[str]:
         params = {"project_id": project_id} if project_id else {}
@@ -187,7 +234,7 @@ class GencoveClient:
 
     async def restore(self, project_id: str, sample_ids: list[str]) -> Any:
         return await self.request(
-            "POST", f"/api/v2/project-restore-samples/{project_id}", "restore", body={"sample_ids": sample_ids}
+            "POST", f"/api/v2/project-restore-samples/{segment(project_id)}", "restore", body={"sample_ids": sample_ids}
         )
 
 

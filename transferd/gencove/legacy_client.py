@@ -14,7 +14,8 @@ Auth, as the legacy Gencove CLI implemented it (gncv/gencove-cli, `gencove/clien
   source documents trading an API key for a JWT, so we do not invent such a call.
 
 Every request goes through the retry policy (`transferd.retry`); latency and outcome land in `STATS.observe_api`;
-every token and password is registered with the log redactor.
+every token and password is registered with the log redactor. As in the v2 client, bodies are capped at
+`MAX_BODY` and ids are quoted as single path segments (the legacy API has no paginated listing).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import aiohttp
 
 from transferd import __version__
 from transferd.errors import TransferdError
-from transferd.gencove.client import api_base
+from transferd.gencove.client import MAX_BODY, api_base, read_body, segment
 from transferd.log import register_secret
 from transferd.retry import DEFAULT_POLICY, ApiError, Policy, call
 from transferd.stats import STATS
@@ -116,9 +117,11 @@ class LegacyClient:
         *,
         timeout: float = 120.0,
         policy: Policy = DEFAULT_POLICY,
+        max_body: int = MAX_BODY,
     ) -> None:
         self.base = api_base(host or LEGACY_HOST)
         self.policy = policy
+        self.max_body = max_body
         self._cred = credential
         if credential.api_key:
             register_secret(credential.api_key)
@@ -153,7 +156,7 @@ class LegacyClient:
         started, outcome = time.monotonic(), "error"
         try:
             async with self._session.request(method, self.base + path, json=body, headers=headers) as resp:
-                raw = await resp.read()
+                raw = await read_body(resp, self.max_body)
                 outcome = str(resp.status)
                 doc: Any = None
                 if raw:
@@ -247,11 +250,11 @@ class LegacyClient:
     # -- the generations' endpoints ------------------------------------------------------------------------------
     async def members(self, gen: Generation, group_id: str) -> list[dict[str, Any]]:
         """`GET /projects/<id>/samples` (or `/apps/<id>/members`): every participating sample/member."""
-        doc = await self.request("GET", f"/{gen.groups}/{group_id}/{gen.members}", f"legacy_{gen.members}")
+        doc = await self.request("GET", f"/{gen.groups}/{segment(group_id)}/{gen.members}", f"legacy_{gen.members}")
         return list((doc or {}).get(gen.members) or [])
 
     async def order(self, gen: Generation, group_id: str, member_id: str) -> dict[str, Any]:
-        path = f"/{gen.groups}/{group_id}/{gen.members}/{member_id}/order"
+        path = f"/{gen.groups}/{segment(group_id)}/{gen.members}/{segment(member_id)}/order"
         doc = await self.request("GET", path, "legacy_order")
         return dict((doc or {}).get("order") or {})
 
@@ -260,9 +263,10 @@ class LegacyClient:
         if not gen.bulk_orders:
             raise ValueError(f"{gen.api} has no bulk status endpoint")
         out: list[dict[str, Any]] = []
+        path = f"/{gen.groups}/{segment(group_id)}/{gen.members}/orders"
         for i in range(0, len(member_ids), ORDERS_BATCH):
             body = {gen.ids_key: list(member_ids[i : i + ORDERS_BATCH])}
-            doc = await self.request("POST", f"/{gen.groups}/{group_id}/{gen.members}/orders", "legacy_orders", body)
+            doc = await self.request("POST", path, "legacy_orders", body)
             out += list((doc or {}).get("orders") or [])
         return out
 
@@ -281,7 +285,7 @@ class LegacyClient:
             body[gen.ids_key] = list(member_ids)
         if external_ids is not None:
             body["external_ids"] = list(external_ids)
-        doc = await self.request("POST", f"/{gen.groups}/{group_id}/raw-data", "legacy_raw_data", body)
+        doc = await self.request("POST", f"/{gen.groups}/{segment(group_id)}/raw-data", "legacy_raw_data", body)
         doc = doc or {}
         return RawData(tuple(doc.get("raw_data") or ()), dict(doc.get("trait_descriptions") or {}))
 
@@ -290,7 +294,7 @@ def _token(doc: Any, key: str, where: str) -> str:
     value = doc.get(key) if isinstance(doc, dict) else None
     if not isinstance(value, str) or not value:
         raise LegacyAuthError(f"{where} answered without a {key}")
-    register_secret(value)
+    register_secret(value, rotating=True)
     return value
 
 

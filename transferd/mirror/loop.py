@@ -365,7 +365,7 @@ class MirrorLoop:
             except Exception as e:  # an API error past its retries: the sample is owed, next cycle retries
                 msg = f"sample {item.sample_id}: {type(e).__name__}: {e}"
                 STATS.error("mirror")
-                event(log, "mirror.sample_failed", logging.ERROR, sample=item.sample_id, error=msg)
+                event(log, "mirror.sample_failed", logging.ERROR, sample=item.sample_id, error=msg, exc_info=e)
                 s = item.summary
                 await self.journal.run(
                     jd.mark_sample, source, item.sample_id, state="failed", client_id=s.client_id if s else None,

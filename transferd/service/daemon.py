@@ -24,6 +24,7 @@ from typing import Any
 
 from transferd import __version__, eventloop
 from transferd.config import Config, WatchConfig, load_config, resolve_api_key
+from transferd.discovery.confine import SourceGuard
 from transferd.errors import ConfigError, TransferdError, UsageError
 from transferd.gencove.client import GencoveClient
 from transferd.journal import Journal, log_event
@@ -51,13 +52,18 @@ PROBE_POLICY = Policy(deadline=10.0, max_attempts=1)  # readiness reports; it ne
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", required=True, help="path to the TOML config")
+    p.add_argument(
+        "--new-journal", action="store_true",
+        help="accept an emptied (0-byte) journal file as a new, empty journal (forgets what was delivered)",
+    )  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging(cfg.log.level, cfg.log.format)
     api_key = resolve_api_key(cfg)
-    journal = Journal.open(cfg.state.path)  # JournalLocked names the journal and the holder's pid
+    # JournalLocked names the holder's pid; JournalDamaged (exit 2) the file, the error and how to recover.
+    journal = Journal.open(cfg.state.path, new=args.new_journal)
     try:
         return eventloop.run(Daemon(cfg, journal, api_key).run())
     except ExceptionGroup as group:  # a task failed: say which, exit 1 so systemd restarts us
@@ -209,8 +215,13 @@ class Daemon:
 
     # -- components --------------------------------------------------------------------------------------------
     def _start_watcher(self, watch: WatchConfig) -> None:
+        guard = SourceGuard(watch.path, trusted=self._trusted)
+
         async def on_runs(root: Path, runs: list[Any]) -> None:
             current = next((w for w in self.cfg.watches if w.path == watch.path), watch)
+            # Sources outside the root (unless allowed) and files that are not FASTQ become sample problems.
+            guard.allow_outside_root = current.allow_outside_root
+            runs = await asyncio.to_thread(guard.check, runs)
             await self._pipeline.submit(current, runs)
 
         watcher = components.make_watcher(watch, on_runs, self._trusted)

@@ -77,8 +77,8 @@ class Health:
 
 # -- checks -----------------------------------------------------------------------------------------------------
 async def check_journal(journal: Journal) -> Check:
-    ok = await asyncio.get_running_loop().run_in_executor(None, journal.writable)
-    return Check(ok, f"{journal.path} writable" if ok else f"{journal.path} cannot commit a transaction")
+    problem = await asyncio.get_running_loop().run_in_executor(None, journal.problem)
+    return Check(problem is None, problem or f"{journal.path} readable and writable")
 
 
 def _root_up(root: Path) -> bool:

@@ -2,6 +2,8 @@
 
 Bound to `[metrics] listen` (loopback by default). /metrics renders in a worker thread because the collector
 reads the journal; the probes only read state cached by background tasks, so they answer in microseconds.
+Connections are guarded (connguard.py): a request header must arrive within HEADER_TIMEOUT, and at
+MAX_CONNECTIONS the oldest half-open connection makes room, so probes are answered during a connection flood.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ from prometheus_client.exposition import choose_encoder
 
 from transferd.errors import TransferdError
 from transferd.log import event
+from transferd.service.connguard import ConnectionGuard
 from transferd.service.health import Health
 
 log = logging.getLogger(__name__)
 
 WebhookHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WEBHOOK_PATH = "/webhooks/gencove"
+MAX_CONNECTIONS = 256  # far above Prometheus + probes + webhooks; the systemd unit's LimitNOFILE leaves room
+HEADER_TIMEOUT = 10.0  # seconds for a new connection to send its whole request header
+KEEPALIVE_TIMEOUT = 30.0  # an idle keep-alive connection is closed after this (Prometheus reconnects)
 
 
 def build_app(
@@ -65,19 +71,51 @@ def build_app(
     return app
 
 
+class _GuardedSite(web.BaseSite):
+    """aiohttp's TCPSite, with the connection guard around the runner's protocol factory."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, guard: Callable[[Any], ConnectionGuard]) -> None:
+        super().__init__(runner)
+        self._host, self._port, self._make_guard = host, port, guard
+        self.guard: ConnectionGuard | None = None
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        assert self._runner.server is not None
+        self.guard = self._make_guard(self._runner.server)
+        self._server = await asyncio.get_running_loop().create_server(
+            self.guard, self._host, self._port, backlog=self._backlog, reuse_address=True
+        )
+
+
 class HttpServer:
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        header_timeout: float = HEADER_TIMEOUT,
+    ) -> None:
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT)
         self.host, self.port = host, port
+        self._limits = (max_connections, header_timeout)
+        self.guard: ConnectionGuard | None = None
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = _GuardedSite(self._runner, self.host, self.port, lambda factory: ConnectionGuard(factory, *self._limits))
         try:
             await site.start()
         except OSError as e:
             await self._runner.cleanup()
             raise TransferdError(f"metrics.listen {self.host}:{self.port}: cannot listen: {e.strerror}") from None
+        self.guard = site.guard
         if self._runner.addresses:  # the real port when 0 was asked for
             self.port = self._runner.addresses[0][1]
         event(log, "service.http_listening", address=f"http://{self.host}:{self.port}")

@@ -7,6 +7,7 @@ writes), so it can be run at any time, by any user that can read the journal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sqlite3
@@ -15,10 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from transferd.config import load_config
-from transferd.errors import TransferdError
+from transferd.config import load_config, resolve_api_key
+from transferd.errors import TransferdError, UsageError
 from transferd.journal import Journal
+from transferd.log import redact
 from transferd.service import views
+
+JOURNAL_DISK_LOW = 16 * 1024**2  # below this the journal's next writes may fail: say so at the top
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,7 @@ class Report:
     runs: list[views.RunRow]
     in_flight: list[views.InFlight]
     errors: list[views.EventRow]
+    journal_disk_free: int | None = None  # bytes free for the journal; near 0 the daemon's work is paused
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,8 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    with contextlib.suppress(UsageError, OSError):  # know the key to mask it, where this user may read it
+        resolve_api_key(cfg)
     report = collect(cfg.state.path, runs=args.runs)
-    print(json.dumps(asdict(report), indent=2) if args.json else render(report))
+    # Rows are redacted when written; this covers rows from older versions and secrets of other processes.
+    print(redact(json.dumps(asdict(report), indent=2) if args.json else render(report)))
     return 0
 
 
@@ -56,6 +64,7 @@ def collect(path: Path, runs: int = 20) -> Report:
                 runs=views.recent_runs(conn, runs),
                 in_flight=views.in_flight(conn),
                 errors=views.last_events(conn),
+                journal_disk_free=_free_bytes(path),
             )
 
         try:
@@ -64,6 +73,14 @@ def collect(path: Path, runs: int = 20) -> Report:
             raise TransferdError(f"journal {path}: cannot read it: {e}") from None
     finally:
         journal.close()
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def daemon_pid(path: Path) -> int | None:
@@ -100,7 +117,10 @@ def _states(counts: dict[str, int]) -> str:
 def render(r: Report) -> str:
     o = r.overview
     running = f"daemon running (pid {r.daemon_pid})" if r.daemon_pid else "daemon not running"
-    out = [f"journal {r.journal} ({running})", ""]
+    out = [f"journal {r.journal} ({running})"]
+    if r.journal_disk_free is not None and r.journal_disk_free < JOURNAL_DISK_LOW:
+        out.append(f"journal disk:    FULL ({_size(r.journal_disk_free)} free): work is paused until space returns")
+    out.append("")
     out.append(f"runs:            {_states(o.counts['runs'])}")
     out.append(f"samples:         {_states(o.counts['samples'])}")
     out.append(f"objects:         {_states(o.counts['objects'])}  (to upload: {_size(o.upload_backlog_bytes)})")

@@ -148,14 +148,15 @@ class ObjectEngine:
             # multipart upload and its reason marks it revivable (record_run, when discovery sees it ready).
             return await self._fail(obj, str(e))
         except Exception as e:  # every other failure is this object's, recorded, and the rest goes on
-            return await self._fail(obj, _describe(e))
+            return await self._fail(obj, _describe(e), e)
         finally:
             STATS.in_flight("upload", objects=-1)
             self.active.pop(obj.id, None)
 
-    async def _fail(self, obj: jq.ObjectRow, error: str) -> UploadResult:
+    async def _fail(self, obj: jq.ObjectRow, error: str, exc: BaseException | None = None) -> UploadResult:
         STATS.error("upload")
-        event(log, "upload.object_failed", logging.ERROR, object=obj.destination_path, error=error)
+        # The catch-all's failures carry their traceback: the one line of `error` rarely says where it broke.
+        event(log, "upload.object_failed", logging.ERROR, exc_info=exc, object=obj.destination_path, error=error)
         await self._journal.run(jq.fail_object, obj.id, error)
         return UploadResult(obj.id, obj.destination_path, "failed", obj.size, error=error)
 
