@@ -12,6 +12,7 @@ from upload_support import FAST, MiB, make_run, make_watch, scan
 
 from transferd.gencove.client import GencoveClient
 from transferd.journal import Journal
+from transferd.journal import uploads as jq
 from transferd.sandbox import SandboxProcess
 from transferd.upload.pipeline import UploadPipeline
 
@@ -67,3 +68,22 @@ async def test_each_source_byte_is_read_once(sandbox: SandboxProcess, tmp_path: 
     assert report.ok, [(s.client_id, s.state, s.error) for s in report.samples]
     assert Counter(e["operation"] for e in sandbox.control.log(target="s3")) == {"PutObject": 4}
     assert source_bytes <= read < 1.1 * source_bytes, f"{read / source_bytes:.2f} reads per source byte"
+
+
+async def test_a_requeued_object_whose_put_landed_is_not_sent_again(sandbox: SandboxProcess, tmp_path: Path) -> None:
+    """An object that failed after its PUT had landed (answer lost, then a deadline), requeued by the operator: the
+    journal knows a slot was handed out, so S3 is asked first and the bytes are not sent twice."""
+    sandbox.control.set_settings(upload_notice_delay=600)  # Gencove does not tell; only S3 knows
+    run_dir = make_run(tmp_path / "seq" / "REQ", {"R": 1}, mib_per_file=1)
+    cfg = setup(sandbox, tmp_path, single_put_max=8 * MiB)
+    watch = make_watch(tmp_path / "seq", None)
+    state = tmp_path / "j.sqlite3"
+    assert (await upload_once(cfg, state, watch, run_dir)).ok
+    with Journal.open(state) as journal:  # as if the PUTs' answers had been lost and the objects had failed
+        journal.call(lambda c: c.execute("UPDATE objects SET state = 'failed', error = 'S3 PutObject: timed out'"))
+        journal.call(lambda c: c.execute("UPDATE samples SET state = 'failed', error = 'S3 PutObject: timed out'"))
+        assert [r.client_id for r in journal.call(jq.requeue_failed)] == ["R"]
+    seq = sandbox.control.last_log_seq()
+    assert (await upload_once(cfg, state, watch, run_dir)).ok
+    ops = Counter(e["operation"] for e in sandbox.control.log(target="s3", since=seq))
+    assert ops == {"HeadObject": 2}

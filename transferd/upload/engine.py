@@ -173,6 +173,9 @@ class ObjectEngine:
     async def _attempt(
         self, obj: jq.ObjectRow, progress: ObjectProgress, streamed: Callable[[], None] | None = None
     ) -> UploadResult:
+        # An earlier attempt that got a slot may have sent a PUT whose outcome the journal does not know (it died,
+        # or the object failed and was revived or requeued since): S3 is asked before anything is sent again.
+        may_have_landed = obj.bucket is not None or obj.state != "pending"
         slot = await self._api.upload_slot(obj.destination_path)
         if obj.bucket and (slot.bucket, slot.key) != (obj.bucket, obj.key) and obj.s3_upload_id:
             raise _Restart(f"Gencove moved the upload to s3://{slot.bucket}/{slot.key}")
@@ -192,7 +195,7 @@ class ObjectEngine:
         s3 = await self._s3()
         assert obj.bucket and obj.key
         if not obj.s3_upload_id and obj.size <= self._single_put_max:
-            return await self._put_whole(s3, obj, progress, streamed)
+            return await self._put_whole(s3, obj, progress, streamed, may_have_landed)
         remote: dict[int, RemotePart] = {}
         if obj.s3_upload_id:
             try:
@@ -256,17 +259,21 @@ class ObjectEngine:
         return UploadResult(obj.id, obj.destination_path, "uploaded", obj.size, sha256, sent, reused, None, state)
 
     async def _put_whole(
-        self, s3: S3Backend, obj: jq.ObjectRow, progress: ObjectProgress, streamed: Callable[[], None] | None
+        self,
+        s3: S3Backend,
+        obj: jq.ObjectRow,
+        progress: ObjectProgress,
+        streamed: Callable[[], None] | None,
+        may_have_landed: bool,
     ) -> UploadResult:
         """The object as one streamed PutObject: no Complete, and no request per part. The pass that reads the
         sources computes the SHA-256, which S3 verifies (a trailer of the aws-chunked body) and keeps as the
         object's checksum; so each byte is read and hashed once. S3 keeps a PUT whole or not at all; after a
         crash, an object S3 already holds with our SHA-256 is not sent again: the journal says when a PUT of this
-        object was started and its outcome is unknown (state 'uploading'), and only then are the sources hashed
+        object may have been sent before (an earlier attempt had a slot), and only then are the sources hashed
         first and S3 asked (a HeadObject); a first PUT goes straight out. Without checksums (S3-compatible
         servers) the SHA-256 goes as metadata, so it is computed by a first pass."""
         assert obj.bucket and obj.key
-        may_have_landed = obj.state != "pending"
         await self._journal.run(jq.start_put, obj.id)
         try:
             sha256: str | None = None
