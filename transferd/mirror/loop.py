@@ -25,6 +25,7 @@ from transferd.gencove.models import parse_time
 from transferd.journal import Journal
 from transferd.journal import downloads as jd
 from transferd.log import event
+from transferd.mirror.confined import real_root
 from transferd.mirror.platform import Deliverable, Platform, SampleDetail, SampleNotFound, SampleSummary, make_platform
 from transferd.mirror.template import FileNaming, TemplateError, plan_sample, resolve_inside
 from transferd.mirror.transfer import FileJob, FileResult, Transfer, UrlSource
@@ -441,7 +442,6 @@ class MirrorLoop:
                 dl.template,
                 ((d.file_id, FileNaming(s.client_id, s.id, d.file_type, d.default_filename)) for d in wanted),
             )
-            dests = {fid: resolve_inside(self.destination, rel) for fid, rel in plan.items()}
         except TemplateError as e:
             STATS.error("mirror")
             event(log, "mirror.sample_failed", logging.ERROR, sample=s.id, error=str(e))
@@ -456,16 +456,24 @@ class MirrorLoop:
         )  # fmt: skip
         refresh = _Refresher(p.platform, detail)
         verify_sha = p.platform.capabilities.has_checksums
-        jobs = [
-            FileJob(source, p.platform.project_id, s.id, s.client_id, d, dests[d.file_id],
-                    "sha256" if verify_sha and d.sha256 else "size")
-            for d in wanted
-        ]  # fmt: skip
+        root = await asyncio.to_thread(real_root, self.destination)
+        jobs: list[FileJob] = []
+        refused: list[FileResult] = []
+        for d in wanted:
+            job = FileJob(source, p.platform.project_id, s.id, s.client_id, d, root / plan[d.file_id],
+                          "sha256" if verify_sha and d.sha256 else "size", root)  # fmt: skip
+            try:
+                resolve_inside(root, plan[d.file_id])  # a symlink out of the root, seen before any request
+            except TemplateError as e:
+                refused.append(await self.transfer.refuse(job, str(e)))  # this file fails alone
+                continue
+            jobs.append(job)
+        # fetch() returns failures instead of raising, so one bad file never cancels its siblings.
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(self.transfer.fetch(job, refresh.for_file(job.deliverable.file_id))) for job in jobs
             ]
-        results: list[FileResult] = [t.result() for t in tasks]
+        results: list[FileResult] = [t.result() for t in tasks] + refused
         failed = [r for r in results if not r.ok]
         downloaded = sum(1 for r in results if r.outcome == "downloaded")
         present = sum(1 for r in results if r.outcome == "present")
