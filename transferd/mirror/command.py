@@ -31,6 +31,7 @@ from transferd.log import register_secret, setup_logging
 from transferd.mirror.loop import MirrorLoop, SampleReport
 from transferd.mirror.platform import SampleDetail, SampleNotFound, SampleSummary, make_platform
 from transferd.mirror.template import DEFAULT_TEMPLATE, TemplateError, validate_template
+from transferd.mirror.transfer import scrub
 from transferd.retry import ApiError
 
 DEFAULT_STATE = Path("~/.local/state/transferd/download.sqlite3")
@@ -62,6 +63,10 @@ def main(args: argparse.Namespace) -> int:
     journal = Journal.open(state)
     try:
         return eventloop.run(_download(args, cfg, configured, api_key, journal))
+    except (TransferdError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # one line for the user, never a raw traceback (the journal has the details)
+        raise TransferdError(scrub(f"{type(e).__name__}: {e}")) from None
     finally:
         journal.close()
 
@@ -158,12 +163,12 @@ class _Run:
                 raise
             # Fetch the samples with deliverables first, so the bar knows its total; the rest are only reported.
             ready = [s for s in listed if s.status.lower().startswith(("succeeded", "failed")) and s.downloadable]
-            details = await _fetch(platform, [s.id for s in ready])
+            details = await _fetch(platform, [s.id for s in ready])  # a sample that fails, fails alone
             found = [d for d in details if isinstance(d, SampleDetail)]
             ready_ids = {s.id for s in ready}
             others: list[str | SampleSummary | SampleDetail] = [s for s in listed if s.id not in ready_ids]
             self.progress.start(sum(f.size or 0 for d in found for f in loop.wanted(d)), f"project {source.id}")
-            return _not_found(details) + await loop.mirror(source, [*found, *others])
+            return _unfetched(details) + await loop.mirror(source, [*found, *others])
 
     async def samples(self, ids: list[str], configured: tuple[ProjectSource, ...]) -> list[SampleReport]:
         lookup = make_platform(ProjectSource(id=""), self.cfg, self.key)  # only `sample()`, which needs no project
@@ -176,7 +181,7 @@ class _Run:
             if isinstance(d, SampleDetail):
                 by_project.setdefault(d.project_id or "", []).append(d)
         sources = tuple(_source(configured, pid) for pid in by_project)
-        reports = _not_found(details)
+        reports = _unfetched(details)
         async with self._loop(sources) as loop:
             found = [d for ds in by_project.values() for d in ds]
             self.progress.start(sum(f.size or 0 for d in found for f in loop.wanted(d)), f"{len(ids)} sample(s)")
@@ -185,20 +190,24 @@ class _Run:
         return reports
 
 
-def _not_found(details: list[SampleDetail | str]) -> list[SampleReport]:
-    return [SampleReport(x, "", "failed", error=f"sample {x} not found") for x in details if isinstance(x, str)]
+def _unfetched(details: list[SampleDetail | SampleReport]) -> list[SampleReport]:
+    return [x for x in details if isinstance(x, SampleReport)]
 
 
-async def _fetch(platform: Any, ids: list[str]) -> list[SampleDetail | str]:
-    """Every sample's detail (fresh URLs), a few at a time; a sample that is not found is returned as its id."""
+async def _fetch(platform: Any, ids: list[str]) -> list[SampleDetail | SampleReport]:
+    """Every sample's detail (fresh URLs), a few at a time. A sample that cannot be fetched (not found, a 4xx,
+    an answer without its fields) is returned as a failed report: it fails alone, the others go on."""
     slots = asyncio.Semaphore(FETCH_CONCURRENCY)
 
-    async def one(sample_id: str) -> SampleDetail | str:
+    async def one(sample_id: str) -> SampleDetail | SampleReport:
         async with slots:
             try:
                 return await platform.sample(sample_id)
             except SampleNotFound:
-                return sample_id
+                return SampleReport(sample_id, "", "failed", error=f"sample {sample_id} not found")
+            except Exception as e:  # ApiError past its retries, MalformedResponse, ...
+                msg = scrub(f"sample {sample_id}: {type(e).__name__}: {e}")
+                return SampleReport(sample_id, "", "failed", error=msg)
 
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(one(i)) for i in ids]

@@ -42,6 +42,10 @@ class SampleNotFound(LookupError):
     """The platform does not know this sample (or it is not visible to this key)."""
 
 
+class MalformedResponse(ValueError):
+    """The API answered without a field the mirror needs; the message names the sample and the field."""
+
+
 class RestoreNotSupported(NotImplementedError):
     pass
 
@@ -135,7 +139,10 @@ class V2Platform:
         # aclosing: leaving the loop early must stop the paging generator now, not at garbage collection.
         async with aclosing(pages) as rows:  # type: ignore[type-var]
             async for row in rows:
-                summary = _summary(row)
+                try:
+                    summary = _summary(row)
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    raise MalformedResponse(f"project {self.project_id}: a listed sample {_what(e)}") from None
                 if since is not None and summary.modified < since:
                     return  # sorted newest first: everything after this is older still
                 yield summary
@@ -148,22 +155,10 @@ class V2Platform:
             if e.status == 404:
                 raise SampleNotFound(f"sample {sample_id} not found") from None
             raise
-        files = []
-        for f in doc.get("files") or []:
-            url = f.get("download_url") or None
-            checksum = f.get("checksum_sha256") or None
-            files.append(
-                Deliverable(
-                    file_id=str(f["id"]),
-                    file_type=str(f.get("file_type") or ""),
-                    url=url,
-                    size=f.get("size"),
-                    sha256=checksum.lower() if checksum else None,
-                    default_filename=default_filename(url) if url else str(f.get("s3_path") or "").rpartition("/")[2],
-                )
-            )
-        project = doc.get("project")
-        return SampleDetail(_summary(doc), str(project) if project else None, tuple(files))
+        try:
+            return _detail(doc)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise MalformedResponse(f"sample {sample_id}: the API's answer {_what(e)}") from None
 
     async def restore(self, sample_ids: Sequence[str]) -> None:
         api = await self._api()
@@ -178,6 +173,31 @@ class V2Platform:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def _what(e: Exception) -> str:
+    if isinstance(e, KeyError) and e.args:
+        return f"has no {e.args[0]!r} field"
+    return f"is malformed ({type(e).__name__}: {e})"
+
+
+def _detail(doc: dict[str, Any]) -> SampleDetail:
+    files = []
+    for f in doc.get("files") or []:
+        url = f.get("download_url") or None
+        checksum = f.get("checksum_sha256") or None
+        files.append(
+            Deliverable(
+                file_id=str(f["id"]),
+                file_type=str(f.get("file_type") or ""),
+                url=url,
+                size=f.get("size"),
+                sha256=checksum.lower() if checksum else None,
+                default_filename=default_filename(url) if url else str(f.get("s3_path") or "").rpartition("/")[2],
+            )
+        )
+    project = doc.get("project")
+    return SampleDetail(_summary(doc), str(project) if project else None, tuple(files))
 
 
 def _summary(doc: dict[str, Any]) -> SampleSummary:

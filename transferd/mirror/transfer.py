@@ -158,6 +158,9 @@ class Transfer:
     async def fetch(self, job: FileJob, urls: UrlSource) -> FileResult:
         """Mirror one file. Never raises except on cancellation: failures are journalled and returned."""
         d = job.deliverable
+        if len(job.dest.name.encode()) > confined.NAME_MAX:  # would download in full, then fail to be renamed
+            return await self.refuse(job, f"{job.dest}: File name too long ({len(job.dest.name.encode())} bytes, "
+                                          f"the limit is {confined.NAME_MAX}); use a shorter template")  # fmt: skip
         try:
             prior = await self.journal.run(jd.file_row, job.source, d.file_id)
             claim = await self.journal.run(
