@@ -29,7 +29,7 @@ from transferd.errors import TransferdError, UsageError
 from transferd.journal import Journal
 from transferd.log import register_secret, setup_logging
 from transferd.mirror.loop import MirrorLoop, SampleReport
-from transferd.mirror.platform import SampleDetail, SampleNotFound, SampleSummary, make_platform
+from transferd.mirror.platform import InvalidId, SampleDetail, SampleNotFound, SampleSummary, make_platform
 from transferd.mirror.template import DEFAULT_TEMPLATE, TemplateError, validate_template
 from transferd.mirror.transfer import scrub
 from transferd.retry import ApiError
@@ -203,6 +203,8 @@ async def _fetch(platform: Any, ids: list[str]) -> list[SampleDetail | SampleRep
         async with slots:
             try:
                 return await platform.sample(sample_id)
+            except InvalidId as e:
+                return SampleReport(sample_id, "", "failed", error=str(e))
             except SampleNotFound:
                 return SampleReport(sample_id, "", "failed", error=f"sample {sample_id} not found")
             except Exception as e:  # ApiError past its retries, MalformedResponse, ...

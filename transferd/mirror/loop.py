@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # Re-list this far behind the watermark: a sample committed late with an older `modified` is still seen.
 OVERLAP = timedelta(minutes=2)
 RESTORE_BATCH = 200
+LIST_BATCH = 500  # listing rows looked up and mirrored together
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,30 +163,30 @@ class MirrorLoop:
         async with p.cycle_lock:
             mark = await self.journal.run(jd.get_watermark, source)
             since = parse_time(mark) - OVERLAP if mark else None
-            listed = [s async for s in p.platform.changed_since(since)]
-            known = await self.journal.run(jd.sample_rows, source, [s.id for s in listed])
-            items: list[_Item] = []
-            for s in listed:
-                row = known.get(s.id)
-                if row is not None and row.state in jd.SETTLED and row.modified == _iso(s.modified):
-                    continue  # seen in the overlap, nothing changed
-                items.append(_Item(s.id, summary=s, prior=row.state if row else None))
-            seen = {s.id for s in listed}
+            # The listing is handled LIST_BATCH rows at a time, never held whole (a first pass over a big project).
+            reports: list[SampleReport] = []
+            seen: set[str] = set()
+            newest: datetime | None = None
+            batch: list[SampleSummary] = []
+            async with contextlib.aclosing(p.platform.changed_since(since)) as rows:
+                async for s in rows:
+                    seen.add(s.id)
+                    newest = s.modified if newest is None else max(newest, s.modified)
+                    batch.append(s)
+                    if len(batch) >= LIST_BATCH:
+                        reports += await self._listed(p, batch)
+                        batch = []
+            reports += await self._listed(p, batch)
             owed = await self.journal.run(jd.unresolved_samples, source)
-            items += [_Item(r.sample_id, prior=r.state) for r in owed if r.sample_id not in seen]
-            self._queued(p, len(items))
-            try:
-                reports = await self._process(p, items)
-            finally:
-                self._queued(p, 0)
-            newest = max((s.modified for s in listed), default=None)
+            reports += await self._queue_and_process(p, [_Item(r.sample_id, prior=r.state) for r in owed
+                                                         if r.sample_id not in seen])  # fmt: skip
             if newest is not None and (mark is None or newest > parse_time(mark)):
                 mark = _iso(newest)
                 await self.journal.run(jd.set_watermark, source, mark)
-        report = CycleReport(project.id, source, len(listed), tuple(reports), mark)
+        report = CycleReport(project.id, source, len(seen), tuple(reports), mark)
         if report.ok:
             STATS.success("mirror")
-        if items or not report.ok:
+        if reports or not report.ok:
             event(
                 log, "mirror.cycle", logging.INFO if report.ok else logging.WARNING, project=project.id,
                 listed=report.listed, examined=report.examined, done=report.count("done"),
@@ -193,6 +194,28 @@ class MirrorLoop:
                 restoring=report.count("restoring"), failed=len(report.failures),
             )  # fmt: skip
         return report
+
+    async def _listed(self, p: _Project, batch: list[SampleSummary]) -> list[SampleReport]:
+        """Mirror what is new or changed in one batch of listing rows."""
+        if not batch:
+            return []
+        known = await self.journal.run(jd.sample_rows, p.platform.source, [s.id for s in batch])
+        items: list[_Item] = []
+        for s in batch:
+            row = known.get(s.id)
+            if row is not None and row.state in jd.SETTLED and row.modified == _iso(s.modified):
+                continue  # seen in the overlap, nothing changed
+            items.append(_Item(s.id, summary=s, prior=row.state if row else None))
+        return await self._queue_and_process(p, items)
+
+    async def _queue_and_process(self, p: _Project, items: list[_Item]) -> list[SampleReport]:
+        if not items:
+            return []
+        self._queued(p, len(items))
+        try:
+            return await self._process(p, items)
+        finally:
+            self._queued(p, 0)
 
     async def mirror(
         self, project: ProjectSource, samples: Sequence[str | SampleSummary | SampleDetail]

@@ -21,6 +21,7 @@ return it from `make_platform` for its `ProjectSource.api` value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -40,6 +41,20 @@ DOWNLOADABLE_ARCHIVE = ("available", "restored")
 
 class SampleNotFound(LookupError):
     """The platform does not know this sample (or it is not visible to this key)."""
+
+
+class InvalidId(SampleNotFound):
+    """An id (from a webhook, the command line or an answer) that cannot be one: never put into a URL path."""
+
+
+# Gencove ids are UUIDs, the legacy ones integers: anything else (a `/`, `..`, `?`) could steer a request path.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def checked_id(value: str, what: str = "sample") -> str:
+    if not _ID.fullmatch(value):
+        raise InvalidId(f"{what} id {value!r} is not a valid id")
+    return value
 
 
 class MalformedResponse(ValueError):
@@ -150,7 +165,7 @@ class V2Platform:
     async def sample(self, sample_id: str) -> SampleDetail:
         api = await self._api()
         try:
-            doc = await api.sample(sample_id)
+            doc = await api.sample(checked_id(sample_id))
         except ApiError as e:
             if e.status == 404:
                 raise SampleNotFound(f"sample {sample_id} not found") from None

@@ -345,10 +345,19 @@ class Transfer:
             held = 0
             next_progress = have + PROGRESS_EVERY
             on_bytes = self.on_bytes
+            # Never more than the declared size (else the Content-Length): a body that does not end stops here.
+            limit = d.size if d.size is not None else live.total
             try:
                 async for chunk in resp.content.iter_any():
-                    chunks.append(chunk)
                     n = len(chunk)
+                    if limit is not None and part.size + held + n > limit:
+                        chunks, held = [], 0  # nothing past the limit is written, and nothing of this body kept
+                        await part.op(part.discard)
+                        raise DownloadError(
+                            f"{job.dest}: the server sent more than the declared {limit} bytes; stopped reading and "
+                            "removed the .part"
+                        )
+                    chunks.append(chunk)
                     held += n
                     live.moved += n
                     STATS.add_bytes("download", n)

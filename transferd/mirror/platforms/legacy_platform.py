@@ -140,7 +140,7 @@ class LegacyPlatform:
 
     # -- one sample --------------------------------------------------------------------------------------------
     async def sample(self, sample_id: str) -> SampleDetail:
-        if not sample_id.isdigit():  # e.g. a v2 UUID named by a webhook: not one of ours
+        if not (sample_id.isascii() and sample_id.isdigit()):  # e.g. a v2 UUID from a webhook: not one of ours
             raise SampleNotFound(f"{self.gen.member} {sample_id} not found")
         row, raw = await self._row(sample_id)
         summary = self._summaries.get(sample_id)
