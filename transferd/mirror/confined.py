@@ -16,6 +16,7 @@ import errno
 import os
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from transferd.mirror.template import safe_component
@@ -25,11 +26,31 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 PART_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
+@dataclass(frozen=True, slots=True)
+class RootCheck:
+    """What the destination looked like when it was last found usable: checked again on the open descriptor of
+    the root at every write, so a share unmounted meanwhile is never written into (its bare mount point is on
+    another device and lacks the marker)."""
+
+    dev: int
+    marker: str = ""
+
+    def verify(self, fd: int, root: Path) -> None:
+        if os.fstat(fd).st_dev != self.dev:
+            raise DestinationDown(errno.ENODEV, f"{root} is no longer the file system it was (share unmounted?)")
+        if self.marker and lstat_in(fd, self.marker) is None:
+            raise DestinationDown(errno.ENOENT, f"{root / self.marker} is missing (share not mounted?)")
+
+
 class PathRefused(OSError):
     """A path the mirror will not write through (a symlink, not a folder, swapped while in use)."""
 
     def __str__(self) -> str:
         return self.strerror or "path refused"  # the message names the path; no "[Errno n]" prefix
+
+
+class DestinationDown(PathRefused):
+    """The destination is not the one to write into now (unmounted share, missing marker): pause, retry later."""
 
 
 def real_root(destination: Path) -> Path:
@@ -54,12 +75,15 @@ def _kind(dir_fd: int, name: str) -> str:
     return "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
 
 
-def open_dir(root: Path, parts: Sequence[str], *, create: bool) -> int | None:
+def open_dir(root: Path, parts: Sequence[str], *, create: bool, check: RootCheck | None = None) -> int | None:
     """A descriptor of `root/parts...`, every component opened without following symlinks and created (0755)
-    when missing if `create`; None when missing and not `create`. The caller closes it."""
+    when missing if `create`; None when missing and not `create`. The caller closes it. `check` is verified on
+    the root's descriptor first (raises DestinationDown)."""
     fd = os.open(root, DIR_FLAGS)
     here = root
     try:
+        if check is not None:
+            check.verify(fd, root)
         for name in parts:
             here = here / name
             try:

@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from transferd.config import Config, DownloadConfig, ProjectSource
 from transferd.errors import UsageError
@@ -25,8 +25,10 @@ from transferd.gencove.models import parse_time
 from transferd.journal import Journal
 from transferd.journal import downloads as jd
 from transferd.log import event
-from transferd.mirror.confined import real_root
+from transferd.mirror.confined import DestinationDown, real_root
+from transferd.mirror.destination import Destination
 from transferd.mirror.platform import Deliverable, Platform, SampleDetail, SampleNotFound, SampleSummary, make_platform
+from transferd.mirror.recheck import RecheckReport, recheck
 from transferd.mirror.template import FileNaming, TemplateError, plan_sample, resolve_inside
 from transferd.mirror.transfer import FileJob, FileResult, Transfer, UrlSource
 from transferd.retry import DEFAULT_POLICY, Policy
@@ -36,6 +38,10 @@ log = logging.getLogger(__name__)
 
 # Re-list this far behind the watermark: a sample committed late with an older `modified` is still seen.
 OVERLAP = timedelta(minutes=2)
+# The watermark never moves past our clock plus this (less than OVERLAP, so a server clock a little ahead of
+# ours loses nothing); a sample dated further ahead is logged, and cannot hide every later sample from polling.
+SKEW = timedelta(minutes=1)
+DESTINATION_CHECK = 15.0  # seconds between probes of the destination while the daemon runs
 RESTORE_BATCH = 200
 LIST_BATCH = 500  # listing rows looked up and mirrored together
 
@@ -59,6 +65,7 @@ class CycleReport:
     listed: int  # samples in the listing (down to the watermark)
     samples: tuple[SampleReport, ...] = ()
     watermark: str | None = None
+    paused: str | None = None  # why nothing was done: the destination is unusable
 
     @property
     def examined(self) -> int:
@@ -82,7 +89,7 @@ class CycleReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and self.paused is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +144,8 @@ class MirrorLoop:
         self._triggered = asyncio.Event()
         self._waiting: dict[str, int] = {}  # samples queued per source, for the `queued` gauge
         self._sample_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.dest = Destination(dl.destination, dl.marker, journal) if dl.destination is not None else None
+        self._future_seen: set[tuple[str, str]] = set()  # (sample, modified) dated in the future, warned once
         self._lock_users: defaultdict[tuple[str, str], int] = defaultdict(int)
 
     # -- the daemon's API --------------------------------------------------------------------------------------
@@ -146,6 +155,8 @@ class MirrorLoop:
             async with asyncio.TaskGroup() as tg:
                 for project in self._projects.values():
                     tg.create_task(self._poll(project), name=f"mirror-poll:{project.source.id}")
+                if self.dest is not None:
+                    tg.create_task(self._watch_destination(), name="mirror-destination")
                 tg.create_task(self._dispatch(tg), name="mirror-triggers")
         finally:
             await self.aclose()
@@ -156,13 +167,18 @@ class MirrorLoop:
         self._pending.append((project_id, tuple(sample_ids)))
         self._triggered.set()
 
-    async def cycle(self, project: ProjectSource) -> CycleReport:
-        """One pass over one project: list down to the watermark, mirror what is new, changed or still owed."""
+    async def cycle(self, project: ProjectSource, *, full: bool = False) -> CycleReport:
+        """One pass over one project: list down to the watermark (`full`: the whole project), mirror what is new,
+        changed or still owed. Nothing at all while the destination is unusable."""
         p = self._project(project)
         source = p.platform.source
         async with p.cycle_lock:
             mark = await self.journal.run(jd.get_watermark, source)
-            since = parse_time(mark) - OVERLAP if mark else None
+            down = await self._destination_down()
+            if down is not None:
+                return CycleReport(project.id, source, 0, (), mark, paused=down)
+            ceiling = datetime.now(UTC) + SKEW
+            since = min(_aware(parse_time(mark)), ceiling) - OVERLAP if mark and not full else None
             # The listing is handled LIST_BATCH rows at a time, never held whole (a first pass over a big project).
             reports: list[SampleReport] = []
             seen: set[str] = set()
@@ -171,7 +187,11 @@ class MirrorLoop:
             async with contextlib.aclosing(p.platform.changed_since(since)) as rows:
                 async for s in rows:
                     seen.add(s.id)
-                    newest = s.modified if newest is None else max(newest, s.modified)
+                    modified = _aware(s.modified)
+                    if modified > ceiling:
+                        self._future(p, s)
+                        modified = ceiling
+                    newest = modified if newest is None else max(newest, modified)
                     batch.append(s)
                     if len(batch) >= LIST_BATCH:
                         reports += await self._listed(p, batch)
@@ -180,10 +200,13 @@ class MirrorLoop:
             owed = await self.journal.run(jd.unresolved_samples, source)
             reports += await self._queue_and_process(p, [_Item(r.sample_id, prior=r.state) for r in owed
                                                          if r.sample_id not in seen])  # fmt: skip
-            if newest is not None and (mark is None or newest > parse_time(mark)):
+            paused = next((r.error for r in reports if r.state == "paused"), None)
+            # A watermark set from the future (before SKEW existed) is pulled back to the ceiling.
+            moved = mark is None or (newest is not None and newest > _aware(parse_time(mark)))
+            if paused is None and newest is not None and (moved or _aware(parse_time(mark)) > ceiling):
                 mark = _iso(newest)
                 await self.journal.run(jd.set_watermark, source, mark)
-        report = CycleReport(project.id, source, len(seen), tuple(reports), mark)
+        report = CycleReport(project.id, source, len(seen), tuple(reports), mark, paused=paused)
         if report.ok:
             STATS.success("mirror")
         if reports or not report.ok:
@@ -194,6 +217,38 @@ class MirrorLoop:
                 restoring=report.count("restoring"), failed=len(report.failures),
             )  # fmt: skip
         return report
+
+    def _future(self, p: _Project, s: SampleSummary) -> None:
+        key = (s.id, _iso(s.modified))
+        if key not in self._future_seen:
+            self._future_seen.add(key)
+            event(log, "mirror.future_modified", logging.WARNING, project=p.source.id, sample=s.id,
+                  modified=_iso(s.modified), note="the watermark stops at now; check the clocks")  # fmt: skip
+
+    async def _destination_down(self) -> str | None:
+        """Why the destination cannot be written now (probed afresh), or None when it can."""
+        if self.dest is None:
+            return None
+        state = await self.dest.refresh()
+        return None if state.up else state.reason
+
+    async def _watch_destination(self) -> None:
+        """Keep the destination's state (readiness, metric) current; wake every project when it comes back."""
+        assert self.dest is not None
+        was = (await self.dest.refresh()).up
+        while True:
+            await asyncio.sleep(DESTINATION_CHECK)
+            up = (await self.dest.refresh()).up
+            if up and not was:
+                for p in self._projects.values():
+                    p.wake.set()
+            was = up
+
+    def destination_check(self) -> tuple[bool, str]:
+        """For readiness: (usable, why)."""
+        if self.dest is None:
+            return True, "no download destination"
+        return self.dest.state.up, self.dest.state.reason
 
     async def _listed(self, p: _Project, batch: list[SampleSummary]) -> list[SampleReport]:
         """Mirror what is new or changed in one batch of listing rows."""
@@ -228,6 +283,7 @@ class MirrorLoop:
             else _Item(x.id, detail=x)
             for x in samples
         ]  # fmt: skip
+        await self._destination_down()  # probed afresh: _process pauses while it is unusable
         return await self._process(self._project(project), items)
 
     def wanted(self, detail: SampleDetail) -> list[Deliverable]:
@@ -239,6 +295,8 @@ class MirrorLoop:
         return self._project(project).platform
 
     async def aclose(self) -> None:
+        if self.dest is not None:
+            self.dest.close()
         await self.transfer.aclose()
         for p in self._projects.values():
             await p.platform.aclose()
@@ -261,16 +319,57 @@ class MirrorLoop:
         STATS.set_queued("download", sum(self._waiting.values()))
 
     async def _poll(self, p: _Project) -> None:
+        dl = self.config.download
+        # Wake for whichever comes first: the poll, the recheck, the full re-list (each is cheap when not due).
+        wait = min(x for x in (dl.interval, dl.recheck_interval, dl.full_relist_interval) if x > 0)
         while True:
             p.wake.clear()
             try:
-                await self.cycle(p.source)
+                full = await self._due(p, "full", dl.full_relist_interval, first=False)
+                report = await self.cycle(p.source, full=full)
+                if report.paused is None:
+                    if full:
+                        await self._done(p, "full")
+                    if await self._due(p, "recheck", dl.recheck_interval, first=True):
+                        await self._recheck(p)
+                        await self._done(p, "recheck")
             except Exception as e:  # the API down past the retry deadline, the journal, ...: next cycle
                 STATS.error("mirror")
                 event(log, "mirror.cycle_failed", logging.ERROR, project=p.source.id, error=f"{type(e).__name__}: {e}")
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.download.interval):
+                async with asyncio.timeout(wait):
                     await p.wake.wait()
+
+    async def _due(self, p: _Project, kind: str, interval: float, *, first: bool) -> bool:
+        """Whether the periodic `kind` (full re-list, recheck) is due; the last run is kept in the journal, so
+        a daemon restarted more often than `interval` still runs it. `first`: due when it never ran."""
+        if interval <= 0:
+            return False
+        key = f"{kind}:{p.platform.source}"
+        last = await self.journal.run(jd.get_watermark, key)
+        if last is None:
+            if not first:
+                await self.journal.run(jd.set_watermark, key, repr(time.time()))
+            return first
+        return time.time() - float(last) >= interval
+
+    async def _done(self, p: _Project, kind: str) -> None:
+        await self.journal.run(jd.set_watermark, f"{kind}:{p.platform.source}", repr(time.time()))
+
+    async def _recheck(self, p: _Project) -> RecheckReport | None:
+        """Stat every mirrored file of the project; samples with a missing or changed file are owed again."""
+        assert self.dest is not None
+        state = self.dest.state
+        if not state.up or state.root is None:
+            return None
+        try:
+            report = await recheck(self.journal, p.platform.source, state.root, state.check)
+        except DestinationDown:
+            await self.dest.refresh()  # logs the change; the next cycle pauses
+            return None
+        if report.reopened:
+            p.wake.set()  # fetch them now, not one interval later
+        return report
 
     async def _dispatch(self, tg: asyncio.TaskGroup) -> None:
         while True:
@@ -289,6 +388,8 @@ class MirrorLoop:
 
     async def _run_trigger(self, targets: list[_Project], ids: list[str], search: bool) -> None:
         try:
+            if await self._destination_down() is not None:
+                return  # the poll after the destination is back lists these samples (the watermark waited)
             if not search:
                 await self._process(targets[0], [_Item(i) for i in ids])
                 return
@@ -339,6 +440,10 @@ class MirrorLoop:
     async def _process(self, p: _Project, items: Iterable[_Item]) -> list[SampleReport]:
         """Mirror samples with a bounded number in hand, so URLs are fetched just before they are used."""
         queue = list(items)
+        if queue and self.dest is not None and not self.dest.state.up:
+            # Nothing is fetched while the destination is unusable; they stay owed (or listed: no watermark move).
+            why = f"paused: {self.dest.state.reason}"
+            return [SampleReport(i.sample_id, "", "paused", error=why) for i in queue]
         queue.reverse()
         reports: list[SampleReport] = []
         to_restore: list[SampleReport] = []
@@ -369,7 +474,9 @@ class MirrorLoop:
             # and a sample is counted as mirrored only on its transition to done.
             rows = await self.journal.run(jd.sample_rows, source, [item.sample_id])
             row = rows.get(item.sample_id)
-            item = replace(item, prior=row.state if row else None)
+            # A done sample reopened by the recheck counts as mirrored once, as before.
+            prior = "done" if row and row.error and row.error.startswith(jd.REPAIR) else row.state if row else None
+            item = replace(item, prior=prior)
             try:
                 if item.summary is not None and item.detail is None:
                     gated = await self._gate(p, item.summary)
@@ -479,12 +586,15 @@ class MirrorLoop:
         )  # fmt: skip
         refresh = _Refresher(p.platform, detail)
         verify_sha = p.platform.capabilities.has_checksums
-        root = await asyncio.to_thread(real_root, self.destination)
+        state = self.dest.state if self.dest is not None else None
+        if state is None or state.root is None:
+            raise RuntimeError(f"the download destination is not usable: {state.reason if state else 'none'}")
+        root = state.root if state.check is not None else await asyncio.to_thread(real_root, state.root)
         jobs: list[FileJob] = []
         refused: list[FileResult] = []
         for d in wanted:
             job = FileJob(source, p.platform.project_id, s.id, s.client_id, d, root / plan[d.file_id],
-                          "sha256" if verify_sha and d.sha256 else "size", root)  # fmt: skip
+                          "sha256" if verify_sha and d.sha256 else "size", root, state.check)  # fmt: skip
             try:
                 resolve_inside(root, plan[d.file_id])  # a symlink out of the root, seen before any request
             except TemplateError as e:
@@ -563,6 +673,10 @@ class _FileUrls:
         fresh = await self.owner.refresh(self.file_id, self.used)
         self.used = fresh.url
         return fresh
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _iso(value: datetime) -> str:

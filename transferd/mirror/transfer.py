@@ -81,6 +81,7 @@ class FileJob:
     dest: Path  # inside `root`
     verify: str  # "sha256" | "size"
     root: Path  # the destination root: nothing below it is reached through a symlink
+    check: confined.RootCheck | None = None  # the destination as last found usable, verified at every write
 
     @property
     def part(self) -> Path:
@@ -410,7 +411,7 @@ class _PartFile:
     @classmethod
     def open(cls, job: FileJob, ours: bool) -> _PartFile:
         path = job.part
-        dir_fd = confined.open_dir(job.root, job.folders, create=True)
+        dir_fd = confined.open_dir(job.root, job.folders, create=True, check=job.check)
         assert dir_fd is not None
         try:
             fd = confined.open_part(dir_fd, path.name, path, ours=ours)
@@ -544,7 +545,7 @@ def _remove_part(job: FileJob) -> None:
 
 def _stat_placed(job: FileJob) -> os.stat_result | None:
     """The placed file's stat, reached without following symlinks; None unless it is a regular file."""
-    dir_fd = confined.open_dir(job.root, job.folders, create=False)
+    dir_fd = confined.open_dir(job.root, job.folders, create=False, check=job.check)
     if dir_fd is None:
         return None
     try:

@@ -24,6 +24,7 @@ The matching synchronous client is `control_client.SandboxControl`.
 from __future__ import annotations
 
 from dataclasses import asdict, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -264,6 +265,13 @@ async def sample_status(request: web.Request) -> web.Response:
     sample = hub.state.set_sample_status(
         request.match_info["sample_id"], wanted, hub.now(), note=str(body.get("note", ""))
     )
+    if body.get("modified"):  # a sample dated by a server whose clock is off
+        try:
+            modified = datetime.fromisoformat(str(body["modified"]))
+        except ValueError:
+            raise Invalid({"modified": ["An ISO-8601 time with a zone is required."]}) from None
+        sample = replace(sample, modified=modified)
+        hub.state.samples[sample.id] = sample
     if wanted.startswith(("succeeded", "failed")):
         lifecycle.notify(hub, "analysis_complete_v2", sample.project_id, [sample])
     return json_response(_sample_json(hub, sample))
