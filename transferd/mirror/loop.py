@@ -41,7 +41,7 @@ OVERLAP = timedelta(minutes=2)
 # The watermark never moves past our clock plus this (less than OVERLAP, so a server clock a little ahead of
 # ours loses nothing); a sample dated further ahead is logged, and cannot hide every later sample from polling.
 SKEW = timedelta(minutes=1)
-DESTINATION_CHECK = 15.0  # seconds between probes of the destination while the daemon runs
+DESTINATION_CHECK = 5.0  # seconds between probes of the destination while the daemon runs (one stat)
 RESTORE_BATCH = 200
 LIST_BATCH = 500  # listing rows looked up and mirrored together
 
