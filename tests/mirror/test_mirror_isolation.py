@@ -70,3 +70,18 @@ def test_one_shot_download_one_sample_refused_one_malformed_the_others_mirrored(
     assert f"sample {refused['id']}: ApiError" in err and "HTTP 403" in err
     assert f"sample {malformed['id']}: MalformedResponse" in err and "has no 'id' field" in err
     assert "Traceback" not in err + out
+
+
+def test_one_shot_download_into_a_file_fails_with_the_reason(
+    sandbox: SandboxProcess, finished_samples: Seeder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    (sample,) = finished_samples(1)
+    monkeypatch.setenv("TRANSFERD_API_KEY", sandbox.info.api_key)
+    dest = tmp_path / "dest"
+    dest.write_text("not a folder")
+    code = main(["download", str(dest), "--host", sandbox.info.api_url, "--state", str(tmp_path / "s.sqlite3"),
+                 "--no-progress", "--sample-ids", sample["id"]])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 1 and "1 paused" in out and f"paused: {dest} is not a folder" in err
+    assert dest.read_text() == "not a folder"

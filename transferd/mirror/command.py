@@ -236,12 +236,13 @@ def _summarise(reports: list[SampleReport], destination: Path | None, strict: bo
     files = sum(r.downloaded for r in reports)
     present = sum(r.present for r in reports)
     nbytes = sum(r.nbytes for r in reports)
-    bad = [r for r in reports if r.state in ("failed", "archived", "restoring") or (strict and r.state != "done")]
+    bad = [r for r in reports
+           if r.state in ("failed", "archived", "restoring", "paused") or (strict and r.state != "done")]  # fmt: skip
     for r in bad:
         print(f"  {r.state}: {r.error or f'sample {r.sample_id} ({r.client_id}) is {r.state}'}", file=sys.stderr)
     parts = [f"{n('done')} sample(s) mirrored to {destination}: {files} file(s) downloaded ({nbytes} bytes)",
              f"{present} already present"]  # fmt: skip
-    for state in ("not_ready", "skipped", "archived", "restoring", "failed"):
+    for state in ("not_ready", "skipped", "archived", "restoring", "paused", "failed"):
         if n(state):
             parts.append(f"{n(state)} {state.replace('_', ' ')}")
     print("; ".join(parts))

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from transferd.config import Config, DownloadConfig, ProjectSource
 from transferd.errors import UsageError
@@ -50,7 +51,7 @@ LIST_BATCH = 500  # listing rows looked up and mirrored together
 class SampleReport:
     sample_id: str
     client_id: str
-    state: str  # done | archived | restoring | skipped | not_ready | failed
+    state: str  # done | archived | restoring | skipped | not_ready | failed | paused (destination unusable)
     downloaded: int = 0  # files transferred now
     present: int = 0  # files already mirrored
     nbytes: int = 0
@@ -592,13 +593,12 @@ class MirrorLoop:
         root = state.root if state.check is not None else await asyncio.to_thread(real_root, state.root)
         jobs: list[FileJob] = []
         refused: list[FileResult] = []
+        escapes = await asyncio.to_thread(_escapes, root, plan)  # realpath() reads the disk: not on the loop
         for d in wanted:
             job = FileJob(source, p.platform.project_id, s.id, s.client_id, d, root / plan[d.file_id],
                           "sha256" if verify_sha and d.sha256 else "size", root, state.check)  # fmt: skip
-            try:
-                resolve_inside(root, plan[d.file_id])  # a symlink out of the root, seen before any request
-            except TemplateError as e:
-                refused.append(await self.transfer.refuse(job, str(e)))  # this file fails alone
+            if d.file_id in escapes:  # a symlink out of the root, seen before any request
+                refused.append(await self.transfer.refuse(job, escapes[d.file_id]))  # this file fails alone
                 continue
             jobs.append(job)
         # fetch() returns failures instead of raising, so one bad file never cancels its siblings.
@@ -673,6 +673,17 @@ class _FileUrls:
         fresh = await self.owner.refresh(self.file_id, self.used)
         self.used = fresh.url
         return fresh
+
+
+def _escapes(root: Path, plan: dict[str, str]) -> dict[str, str]:
+    """{file id: why} for the planned paths that lead out of the root (through a symlink that exists now)."""
+    out = {}
+    for fid, rel in plan.items():
+        try:
+            resolve_inside(root, rel)
+        except TemplateError as e:
+            out[fid] = str(e)
+    return out
 
 
 def _aware(value: datetime) -> datetime:
