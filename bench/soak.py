@@ -536,8 +536,14 @@ watchdog = false
                 if self.results_away:
                     return False
                 results = self.disk.results
+                if self.disk.filled:
+                    return False  # mkdir of the bare mount point would fail for want of space
                 os.rename(results, results.with_name(results.name + ".unmounted"))
-                os.mkdir(results)  # the bare mount point: no marker
+                try:
+                    os.mkdir(results)  # the bare mount point: no marker
+                except OSError:
+                    os.rename(results.with_name(results.name + ".unmounted"), results)
+                    raise
                 self.results_away = True
                 seconds = r.uniform(2, 6)
                 self.fig.results_away_seconds += seconds

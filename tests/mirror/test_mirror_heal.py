@@ -182,3 +182,20 @@ async def test_a_periodic_full_relist_finds_a_sample_polling_missed(
         with pytest.raises(asyncio.CancelledError):
             await task
     assert_mirrored(root, [seen, *missed, late])
+
+
+async def test_a_mirror_started_while_the_share_is_away_says_so_and_writes_nothing(
+    sandbox: SandboxProcess, journal: Journal, mirror_config: Callable[..., Config], project: ProjectSource,
+    finished_samples: Seeder, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    finished_samples(1)
+    root = tmp_path / "mirror"
+    root.mkdir()  # the bare mount point, no marker
+    caplog.set_level(logging.WARNING)
+    async with MirrorLoop(mirror_config(marker=MARKER), journal, sandbox.info.api_key, policy=FAST) as loop:
+        assert loop.destination_check() == (True, "being checked")  # no red flash before the first probe
+        report = await loop.cycle(project)
+        assert report.paused == f"{root / MARKER} is missing (share not mounted?)"
+        assert loop.destination_check() == (False, report.paused)
+    assert caplog.text.count("mirror.destination_down") == 1
+    assert _files(root) == []

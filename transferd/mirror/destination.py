@@ -27,6 +27,7 @@ from transferd.stats import STATS
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 10.0  # a stat() slower than this means a hung mount
+NOT_CHECKED = "not checked yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,7 @@ class DestinationState:
 class Destination:
     def __init__(self, path: Path, marker: str, journal: Journal | None = None) -> None:
         self.path, self.marker, self.journal = path, marker, journal
-        self.state = DestinationState(False, "not checked yet")
+        self.state = DestinationState(False, NOT_CHECKED)
         self._was_mount = False
         self._seen = False  # it existed once: from now on a missing destination is an unmounted one
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="destination-probe")
@@ -58,7 +59,8 @@ class Destination:
             state = DestinationState(False, f"{self.path}: {e.strerror or e}")
         old, self.state = self.state, state
         STATS.set_destination_up(str(self.path), state.up)
-        if state.up != old.up and (old.reason != "not checked yet" or not state.up):
+        first = old.reason == NOT_CHECKED
+        if (state.up != old.up and not first) or (first and not state.up):  # a start while down is news too
             level = logging.INFO if state.up else logging.WARNING
             event(log, "mirror.destination_up" if state.up else "mirror.destination_down", level,
                   destination=str(self.path), reason=state.reason)  # fmt: skip
@@ -92,6 +94,10 @@ class Destination:
                 return DestinationState(False, f"{p / self.marker} is not a regular file")
         self._seen = True
         return DestinationState(True, f"{p} usable", RootCheck(st.st_dev, self.marker), Path(os.path.realpath(p)))
+
+    @property
+    def checked(self) -> bool:
+        return self.state.reason != NOT_CHECKED
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

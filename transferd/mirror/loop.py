@@ -249,6 +249,8 @@ class MirrorLoop:
         """For readiness: (usable, why)."""
         if self.dest is None:
             return True, "no download destination"
+        if not self.dest.checked:  # a loop just (re)started probes at once: no red flash meanwhile
+            return True, "being checked"
         return self.dest.state.up, self.dest.state.reason
 
     async def _listed(self, p: _Project, batch: list[SampleSummary]) -> list[SampleReport]:
