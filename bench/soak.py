@@ -47,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the soak_* helpers, when run as a script
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # transferd, without an install
 
-from soak_check import Observed, Verdict, attribute_known_bugs, find_leaks, journal_samples, judge
+from soak_check import RESULTS_MARKER, Observed, Verdict, attribute_known_bugs, find_leaks, journal_samples, judge
 from soak_data import Planner, RootGate, RunPlan, Writer, plan_summary
 from soak_env import (
     REPO,
@@ -91,7 +91,6 @@ API_ENDPOINTS = (None, None, "uploads-post-data", "sample-sheet", "project-sampl
                  "samples", "projects", "uploads")  # fmt: skip
 S3_OPERATIONS = ("UploadPart", "UploadPart", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload",
                  "ListParts", "HeadObject", "PutObject", "PutObject", None)  # fmt: skip
-RESULTS_MARKER = ".transferd-destination"
 MAX_BACKLOG = 150  # go samples written but not assigned yet, beyond which no new run starts
 WEBHOOK_KINDS = ("valid", "valid", "replay", "forged", "stale", "tampered", "unsigned", "malformed")
 
