@@ -603,7 +603,7 @@ watchdog = false
         """A symlink out of the share where the mirror will write: a client folder of a sample still running,
         or the `.part` name of a finished sample's file not mirrored yet. None when there is no such place."""
         assert self.disk is not None
-        if self.results_away:
+        if self.results_away or self.disk.filled:  # no room for a folder or a link on a full disk
             return None
         from transferd.mirror.confined import part_name
 
@@ -626,7 +626,10 @@ watchdog = false
             return None
         if os.path.lexists(link):
             return None
-        link.symlink_to(target)
+        try:
+            link.symlink_to(target)
+        except FileExistsError:  # the mirror got there first
+            return None
         return link
 
     def _run_undo(self, everything: bool = False) -> None:

@@ -181,6 +181,8 @@ class Transfer:
                 return FileResult(job, "present")
         except OSError as e:  # a name over NAME_MAX, an unreadable or symlinked folder: this file fails alone
             return await self._failed(job, f"{job.dest}: {e.strerror or e}", 0)
+        except Exception as e:  # never an exception that would cancel the sample's other files
+            return await self._failed(job, f"{job.dest}: {type(e).__name__}: {e}", 0)
         # A temp file left by an earlier pass is continued only when the journal says this file wrote it.
         ours = prior is not None and prior.state != "done" and (prior.dest_path, prior.size, prior.sha256) == (
             str(job.dest), d.size, d.sha256
