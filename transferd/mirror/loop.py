@@ -445,8 +445,7 @@ class MirrorLoop:
         queue = list(items)
         if queue and self.dest is not None and not self.dest.state.up:
             # Nothing is fetched while the destination is unusable; they stay owed (or listed: no watermark move).
-            why = f"paused: {self.dest.state.reason}"
-            return [SampleReport(i.sample_id, "", "paused", error=why) for i in queue]
+            return [self._paused(i) for i in queue]
         queue.reverse()
         reports: list[SampleReport] = []
         to_restore: list[SampleReport] = []
@@ -454,6 +453,9 @@ class MirrorLoop:
         async def worker() -> None:
             while queue:
                 item = queue.pop()
+                if self.dest is not None and not self.dest.state.up:  # went away during this pass
+                    reports.append(self._paused(item))
+                    continue
                 report = await self._sample(p, item)
                 reports.append(report)
                 if report.state == "archived" and self._auto_restore(p):
@@ -466,6 +468,10 @@ class MirrorLoop:
             restored = await self._restore(p, to_restore)
             reports = [restored.get(r.sample_id, r) for r in reports]
         return reports
+
+    def _paused(self, item: _Item) -> SampleReport:
+        why = self.dest.state.reason if self.dest is not None else ""
+        return SampleReport(item.sample_id, "", "paused", error=f"paused: {why}")
 
     def _auto_restore(self, p: _Project) -> bool:
         return self.config.download.auto_restore and p.platform.capabilities.supports_restore
@@ -610,6 +616,8 @@ class MirrorLoop:
             ]
         results: list[FileResult] = [t.result() for t in tasks] + refused
         failed = [r for r in results if not r.ok]
+        if failed and self.dest is not None:
+            await self.dest.refresh()  # a share unmounted mid-pass pauses the samples still queued
         downloaded = sum(1 for r in results if r.outcome == "downloaded")
         present = sum(1 for r in results if r.outcome == "present")
         nbytes = sum(r.nbytes for r in results)
