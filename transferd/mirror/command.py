@@ -36,6 +36,7 @@ from transferd.retry import ApiError
 
 DEFAULT_STATE = Path("~/.local/state/transferd/download.sqlite3")
 FETCH_CONCURRENCY = 8
+LIST_BATCH = 200  # samples listed, fetched and mirrored together by a project download
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -155,20 +156,31 @@ class _Run:
         async with self._loop((source,)) as loop:
             platform = loop.platform(source)
             await _check_file_types(platform, self.cfg.download.file_types)
+            # The listing is mirrored LIST_BATCH samples at a time: never held whole, and URLs are fresh when used.
+            reports: list[SampleReport] = []
+            batch: list[SampleSummary] = []
             try:
-                listed = [s async for s in platform.changed_since(None)]
+                async with contextlib.aclosing(platform.changed_since(None)) as rows:
+                    async for s in rows:
+                        batch.append(s)
+                        if len(batch) >= LIST_BATCH:
+                            reports += await self._batch(loop, source, batch)
+                            batch = []
             except ApiError as e:
-                if 400 <= e.status < 500:
+                if 400 <= e.status < 500 and not reports:
                     raise TransferdError(f"project {source.id} not found (HTTP {e.status})") from None
                 raise
-            # Fetch the samples with deliverables first, so the bar knows its total; the rest are only reported.
-            ready = [s for s in listed if s.status.lower().startswith(("succeeded", "failed")) and s.downloadable]
-            details = await _fetch(platform, [s.id for s in ready])  # a sample that fails, fails alone
-            found = [d for d in details if isinstance(d, SampleDetail)]
-            ready_ids = {s.id for s in ready}
-            others: list[str | SampleSummary | SampleDetail] = [s for s in listed if s.id not in ready_ids]
-            self.progress.start(sum(f.size or 0 for d in found for f in loop.wanted(d)), f"project {source.id}")
-            return _unfetched(details) + await loop.mirror(source, [*found, *others])
+            return reports + await self._batch(loop, source, batch)
+
+    async def _batch(self, loop: MirrorLoop, source: ProjectSource, listed: list[SampleSummary]) -> list[SampleReport]:
+        # Fetch the samples with deliverables first, so the bar knows its total; the rest are only reported.
+        ready = [s for s in listed if s.status.lower().startswith(("succeeded", "failed")) and s.downloadable]
+        details = await _fetch(loop.platform(source), [s.id for s in ready])  # a sample that fails, fails alone
+        found = [d for d in details if isinstance(d, SampleDetail)]
+        ready_ids = {s.id for s in ready}
+        others: list[str | SampleSummary | SampleDetail] = [s for s in listed if s.id not in ready_ids]
+        self.progress.add(sum(f.size or 0 for d in found for f in loop.wanted(d)), f"project {source.id}")
+        return _unfetched(details) + await loop.mirror(source, [*found, *others])
 
     async def samples(self, ids: list[str], configured: tuple[ProjectSource, ...]) -> list[SampleReport]:
         lookup = make_platform(ProjectSource(id=""), self.cfg, self.key)  # only `sample()`, which needs no project
@@ -256,6 +268,7 @@ class _Progress:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self._bar: Any = None
+        self._total = 0
 
     def start(self, total: int, label: str) -> None:
         if not self.enabled or total <= 0:
@@ -263,6 +276,15 @@ class _Progress:
         factory = _progress_factory()
         if factory is not None:
             self._bar = factory(total, label)
+            self._total = total
+
+    def add(self, more: int, label: str) -> None:
+        """Grow the total as the next batch of samples is known (the first call starts the bar)."""
+        if self._bar is None:
+            self.start(more, label)
+        elif more > 0:
+            self._total += more
+            self._bar.set_total(self._total)
 
     def advance(self, n: int) -> None:
         if self._bar is not None:
