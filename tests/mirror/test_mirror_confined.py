@@ -125,3 +125,23 @@ async def test_deliverables_named_x_and_x_part_are_both_mirrored(
         assert (await loop.cycle(project)).downloaded == 0  # nothing changed: nothing to do
     assert assert_mirrored(root, [sample]) == 5
     assert (default_path(root, sample, file_of(sample, "bam-part"))).name == "x.bam.part"
+
+
+def test_only_the_verified_file_is_placed(tmp_path: Path) -> None:
+    dir_fd = confined.open_dir(tmp_path, (), create=False)
+    assert dir_fd is not None
+    try:
+        fd = confined.open_part(dir_fd, ".x.1.part", tmp_path / ".x.1.part", ours=False)
+        os.write(fd, b"verified")
+        os.rename(tmp_path / ".x.1.part", tmp_path / "aside")  # someone swaps the temp name after verification
+        (tmp_path / ".x.1.part").symlink_to(tmp_path / "elsewhere")
+        with pytest.raises(confined.PathRefused, match="its temp file was replaced while downloading"):
+            confined.place(fd, dir_fd, ".x.1.part", "x", tmp_path / "x")
+        assert not os.path.lexists(tmp_path / "x")
+        os.unlink(tmp_path / ".x.1.part")
+        os.rename(tmp_path / "aside", tmp_path / ".x.1.part")
+        confined.place(fd, dir_fd, ".x.1.part", "x", tmp_path / "x")  # back in place: it is placed
+        os.close(fd)
+    finally:
+        os.close(dir_fd)
+    assert (tmp_path / "x").read_bytes() == b"verified" and not (tmp_path / "elsewhere").exists()

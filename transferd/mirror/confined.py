@@ -161,6 +161,10 @@ def place(fd: int, dir_fd: int, part: str, dest: str, path: Path) -> int:
     if not same_file(fd, dir_fd, part):
         raise PathRefused(errno.EBUSY, f"{path}: its temp file was replaced while downloading; not placing it")
     os.replace(part, dest, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    if not same_file(fd, dir_fd, dest):  # swapped between the check and the rename: never leave that in place
+        with contextlib.suppress(OSError):
+            os.unlink(dest, dir_fd=dir_fd)
+        raise PathRefused(errno.EBUSY, f"{path}: its temp file was replaced during the rename; removed it")
     os.fsync(dir_fd)
     return os.fstat(fd).st_mtime_ns
 
