@@ -32,11 +32,11 @@ class RootCheck:
     the root at every write, so a share unmounted meanwhile is never written into (its bare mount point is on
     another device and lacks the marker)."""
 
-    dev: int
+    dev: int | None  # None: not known (only the marker is checked)
     marker: str = ""
 
     def verify(self, fd: int, root: Path) -> None:
-        if os.fstat(fd).st_dev != self.dev:
+        if self.dev is not None and os.fstat(fd).st_dev != self.dev:
             raise DestinationDown(errno.ENODEV, f"{root} is no longer the file system it was (share unmounted?)")
         if self.marker and lstat_in(fd, self.marker) is None:
             raise DestinationDown(errno.ENOENT, f"{root / self.marker} is missing (share not mounted?)")
@@ -169,9 +169,9 @@ def place(fd: int, dir_fd: int, part: str, dest: str, path: Path) -> int:
     return os.fstat(fd).st_mtime_ns
 
 
-def write_atomic(root: Path, relative: Path, data: bytes, tag: str) -> None:
+def write_atomic(root: Path, relative: Path, data: bytes, tag: str, check: RootCheck | None = None) -> None:
     """Write `data` to `root/relative` whole or not at all, through the same confinement (a small file)."""
-    dir_fd = open_dir(root, relative.parts[:-1], create=True)
+    dir_fd = open_dir(root, relative.parts[:-1], create=True, check=check)
     assert dir_fd is not None
     name = relative.name
     tmp = part_name(name, tag)

@@ -275,6 +275,6 @@ def make_legacy_platform(source: ProjectSource, config: Config, secret: str) -> 
     except ValueError as e:
         raise ConfigError(str(config.file), where, f"api_key_file: {e}") from None
     dl = config.download
-    traits = TraitsWriter(dl.destination, dl.template, dl.file_types) if dl.destination is not None else None
+    traits = TraitsWriter(dl.destination, dl.template, dl.file_types, dl.marker) if dl.destination is not None else None
     timeout = config.gencove.request_timeout
     return LegacyPlatform(gen, host, credential, source.id, traits=traits, file_types=dl.file_types, timeout=timeout)

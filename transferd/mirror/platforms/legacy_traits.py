@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ class TraitsCollision(TemplateError):
 
 
 class TraitsWriter:
-    def __init__(self, destination: Path, template: str, file_types: tuple[str, ...] = ()) -> None:
+    def __init__(self, destination: Path, template: str, file_types: tuple[str, ...] = (), marker: str = "") -> None:
         self.destination, self.template, self.file_types = destination, template, file_types
+        # The [download] marker is checked on the destination's descriptor at the write, as for deliverables.
+        self.check = confined.RootCheck(None, marker) if marker else None
         self._lock = asyncio.Lock()  # check-then-write must not interleave between two samples
 
     @property
@@ -41,11 +44,17 @@ class TraitsWriter:
         """Place the document; None when trait JSON is not among the wanted file types."""
         if not self.wanted:
             return None
-        root = await asyncio.to_thread(confined.real_root, self.destination)
+        # With a marker, a missing destination is an unmounted one: never made here.
+        make = confined.real_root if self.check is None else _real
+        root = await asyncio.to_thread(make, self.destination)
         path = await asyncio.to_thread(self.path, client_id, gencove_id)
         async with self._lock:
-            await asyncio.to_thread(_place, root, path.relative_to(root), dumps(doc), gencove_id)
+            await asyncio.to_thread(_place, root, path.relative_to(root), dumps(doc), gencove_id, self.check)
         return path
+
+
+def _real(destination: Path) -> Path:
+    return Path(os.path.realpath(destination))
 
 
 def _owner(raw: bytes) -> str | None:
@@ -56,7 +65,7 @@ def _owner(raw: bytes) -> str | None:
     return str(doc.get("gencove_id")) if isinstance(doc, dict) else None
 
 
-def _place(root: Path, relative: Path, data: bytes, gencove_id: str) -> None:
+def _place(root: Path, relative: Path, data: bytes, gencove_id: str, check: confined.RootCheck | None) -> None:
     """Through `confined`: no symlink below the destination is followed, for the read as for the write."""
     current = confined.read_in(root, relative)
     if current == data:
@@ -67,4 +76,4 @@ def _place(root: Path, relative: Path, data: bytes, gencove_id: str) -> None:
             f"sample's (sample {_owner(current) or 'unknown'}); use a template with {{gencove_id}} or "
             "{default_filename}"
         )
-    confined.write_atomic(root, relative, data, f"{gencove_id}.traits")
+    confined.write_atomic(root, relative, data, f"{gencove_id}.traits", check)
