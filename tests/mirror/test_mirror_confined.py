@@ -145,3 +145,18 @@ def test_only_the_verified_file_is_placed(tmp_path: Path) -> None:
     finally:
         os.close(dir_fd)
     assert (tmp_path / "x").read_bytes() == b"verified" and not (tmp_path / "elsewhere").exists()
+
+
+async def test_a_destination_that_is_itself_a_symlink_is_trusted_and_journalled_as_configured(
+    sandbox: SandboxProcess, journal: Journal, mirror_config: Callable[..., Config], project: ProjectSource,
+    finished_samples: Seeder, tmp_path: Path,
+) -> None:  # fmt: skip
+    (sample,) = finished_samples(1)
+    share = tmp_path / "mnt" / "share"
+    share.mkdir(parents=True)
+    (tmp_path / "mirror").symlink_to(share, target_is_directory=True)  # /data/results -> the mount
+    async with MirrorLoop(mirror_config(), journal, sandbox.info.api_key, policy=FAST) as loop:
+        assert (await loop.cycle(project)).ok
+    assert_mirrored(share, [sample])
+    paths = journal.call(lambda c: [r["dest_path"] for r in c.execute("SELECT dest_path FROM downloads")])
+    assert len(paths) == 4 and all(p.startswith(f"{tmp_path / 'mirror'}/") for p in paths)  # stable across upgrades

@@ -53,10 +53,11 @@ class DestinationDown(PathRefused):
     """The destination is not the one to write into now (unmounted share, missing marker): pause, retry later."""
 
 
-def real_root(destination: Path) -> Path:
-    """The destination's real path, made when missing (the configured root may itself be a symlink)."""
+def made_root(destination: Path) -> Path:
+    """The destination's absolute path as configured (it may itself be a symlink, to a mount: trusted), made
+    when missing. Journal paths keep this form, so they do not change when the link's target does."""
     os.makedirs(destination, exist_ok=True)
-    return Path(os.path.realpath(destination))
+    return Path(os.path.abspath(destination))
 
 
 def part_name(name: str, file_id: str) -> str:

@@ -35,7 +35,7 @@ class DestinationState:
     up: bool
     reason: str  # why not, or what was checked
     check: RootCheck | None = None  # what every write verifies while up
-    root: Path | None = None  # the real path, while up
+    root: Path | None = None  # the absolute path, while up
 
 
 class Destination:
@@ -77,8 +77,8 @@ class Destination:
         except FileNotFoundError:
             if self._seen or self.marker:
                 return DestinationState(False, f"{p} does not exist (unmounted or moved?)")
-            # A fresh install: the first file placed makes it (confined.real_root).
-            return DestinationState(True, f"{p} not made yet", None, Path(os.path.realpath(p)))
+            # A fresh install: the first file placed makes it (confined.made_root).
+            return DestinationState(True, f"{p} not made yet", None, Path(os.path.abspath(p)))
         if not stat.S_ISDIR(st.st_mode):
             return DestinationState(False, f"{p} is not a folder")
         if os.path.ismount(p):
@@ -93,7 +93,7 @@ class Destination:
             if not stat.S_ISREG(marker.st_mode):
                 return DestinationState(False, f"{p / self.marker} is not a regular file")
         self._seen = True
-        return DestinationState(True, f"{p} usable", RootCheck(st.st_dev, self.marker), Path(os.path.realpath(p)))
+        return DestinationState(True, f"{p} usable", RootCheck(st.st_dev, self.marker), Path(os.path.abspath(p)))
 
     @property
     def checked(self) -> bool:

@@ -26,7 +26,7 @@ from transferd.gencove.models import parse_time
 from transferd.journal import Journal
 from transferd.journal import downloads as jd
 from transferd.log import event
-from transferd.mirror.confined import DestinationDown, real_root
+from transferd.mirror.confined import DestinationDown, made_root
 from transferd.mirror.destination import Destination
 from transferd.mirror.platform import Deliverable, Platform, SampleDetail, SampleNotFound, SampleSummary, make_platform
 from transferd.mirror.recheck import RecheckReport, recheck
@@ -598,7 +598,7 @@ class MirrorLoop:
         state = self.dest.state if self.dest is not None else None
         if state is None or state.root is None:
             raise RuntimeError(f"the download destination is not usable: {state.reason if state else 'none'}")
-        root = state.root if state.check is not None else await asyncio.to_thread(real_root, state.root)
+        root = state.root if state.check is not None else await asyncio.to_thread(made_root, state.root)
         jobs: list[FileJob] = []
         refused: list[FileResult] = []
         escapes = await asyncio.to_thread(_escapes, root, plan)  # realpath() reads the disk: not on the loop

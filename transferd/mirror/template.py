@@ -120,13 +120,14 @@ def render(template: str, naming: FileNaming) -> str:
 
 
 def resolve_inside(destination: Path, relative: str) -> Path:
-    """`destination/relative` under the destination's real path, refusing anything that lands outside it, also
-    through a symlink that exists now (reads the file system; the writes themselves re-check, see confined.py)."""
-    root = os.path.realpath(destination)
-    target = os.path.normpath(os.path.join(root, relative))
-    if os.path.commonpath([root, target]) != root or target == root:
-        raise TemplateError(f"path {relative!r} would land outside {root}")
-    real = os.path.realpath(target)
+    """`destination/relative` (absolute, as configured), refusing anything that lands outside the destination:
+    lexically, and by real path, through a symlink that exists now (this reads the file system; the writes
+    themselves re-check, see confined.py). The destination itself may be a symlink (to a mount)."""
+    base = os.path.abspath(destination)
+    target = os.path.normpath(os.path.join(base, relative))
+    if os.path.commonpath([base, target]) != base or target == base:
+        raise TemplateError(f"path {relative!r} would land outside {base}")
+    root, real = os.path.realpath(base), os.path.realpath(target)
     if os.path.commonpath([root, real]) != root or real == root:
         raise TemplateError(f"{target} resolves to {real}, outside {root} (a symbolic link); refusing to write there")
     return Path(target)

@@ -45,7 +45,7 @@ class TraitsWriter:
         if not self.wanted:
             return None
         # With a marker, a missing destination is an unmounted one: never made here.
-        make = confined.real_root if self.check is None else _real
+        make = confined.made_root if self.check is None else _absolute
         root = await asyncio.to_thread(make, self.destination)
         path = await asyncio.to_thread(self.path, client_id, gencove_id)
         async with self._lock:
@@ -53,8 +53,8 @@ class TraitsWriter:
         return path
 
 
-def _real(destination: Path) -> Path:
-    return Path(os.path.realpath(destination))
+def _absolute(destination: Path) -> Path:
+    return Path(os.path.abspath(destination))
 
 
 def _owner(raw: bytes) -> str | None:
