@@ -14,6 +14,7 @@ from mirror_support import FAST, assert_mirrored, default_path, file_of, part_of
 
 from transferd.config import Config, ProjectSource
 from transferd.journal import Journal
+from transferd.journal import downloads as jd
 from transferd.mirror import confined
 from transferd.mirror.loop import MirrorLoop
 from transferd.sandbox import SandboxProcess
@@ -160,3 +161,29 @@ async def test_a_destination_that_is_itself_a_symlink_is_trusted_and_journalled_
     assert_mirrored(share, [sample])
     paths = journal.call(lambda c: [r["dest_path"] for r in c.execute("SELECT dest_path FROM downloads")])
     assert len(paths) == 4 and all(p.startswith(f"{tmp_path / 'mirror'}/") for p in paths)  # stable across upgrades
+
+
+async def test_an_old_style_part_is_removed_once_its_file_is_placed_but_never_a_deliverable(
+    sandbox: SandboxProcess, journal: Journal, mirror_config: Callable[..., Config], project: ProjectSource,
+    finished_samples: Seeder, tmp_path: Path,
+) -> None:  # fmt: skip
+    (sample,) = finished_samples(1, r2_size=0)
+    _add_file(sandbox, sample["id"], "x.bam", "bam", size=5000)
+    _add_file(sandbox, sample["id"], "x.bam.part", "bam-part", size=3000)
+    (sample,) = [s for s in sandbox.control.samples(project.id) if s["id"] == sample["id"]]
+    root, source = tmp_path / "mirror", f"v2:{sandbox.info.api_url}:{project.id}"
+    r1, bam = file_of(sample, "fastq-r1"), file_of(sample, "bam")
+    # What an older version left after a kill: `<name>.part` files, journalled as partial.
+    for f in (r1, bam):
+        path = default_path(root, sample, f)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_name(path.name + ".part").write_bytes(b"old prefix")
+        journal.call(jd.claim_file, source, project_id=project.id, sample_id=sample["id"],
+                     client_id=sample["client_id"], file_id=f["id"], file_type=f["file_type"], dest_path=str(path),
+                     size=f["size"], sha256=f["checksum_sha256"])  # fmt: skip
+        journal.call(jd.file_progress, source, f["id"], 10)
+    async with MirrorLoop(mirror_config(), journal, sandbox.info.api_key, policy=FAST) as loop:
+        assert (await loop.cycle(project)).ok
+    r1_path = default_path(root, sample, r1)
+    assert not r1_path.with_name(r1_path.name + ".part").exists()  # the old temp file is gone
+    assert assert_mirrored(root, [sample]) == 5  # x.bam.part is the deliverable's bytes, not removed

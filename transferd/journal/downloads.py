@@ -205,6 +205,11 @@ def claim_file(
     return None
 
 
+def path_owned(conn: sqlite3.Connection, dest_path: str) -> bool:
+    """Whether some deliverable is (to be) placed at this path."""
+    return conn.execute("SELECT 1 FROM downloads WHERE dest_path = ?", (dest_path,)).fetchone() is not None
+
+
 def file_progress(conn: sqlite3.Connection, source: str, file_id: str, bytes_done: int) -> None:
     conn.execute(
         "UPDATE downloads SET state = 'partial', bytes_done = ?, error = NULL, updated = ? "

@@ -214,7 +214,18 @@ class Transfer:
                 STATS.in_flight("download", objects=-1, nbytes=-self.buffer)
         STATS.file_done("download")
         STATS.object_done("download")
+        if ours:
+            await self._drop_old_part(job)
         return FileResult(job, "downloaded", nbytes=moved)
+
+    async def _drop_old_part(self, job: FileJob) -> None:
+        """Earlier versions wrote `<name>.part`: once the file is placed, remove the one it left, unless a
+        deliverable owns that path (`x.bam.part` is a valid name)."""
+        old = job.dest.with_name(job.dest.name + ".part")
+        if await self.journal.run(jd.path_owned, str(old)):
+            return
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(_unlink_plain, job, old.name)
 
     async def refuse(self, job: FileJob, msg: str) -> FileResult:
         """Fail a file without touching the disk or the network (its path is refused)."""
@@ -543,6 +554,20 @@ def _remove_part(job: FileJob) -> None:
                     os.unlink(job.part.name, dir_fd=dir_fd)
             finally:
                 os.close(dir_fd)
+
+
+def _unlink_plain(job: FileJob, name: str) -> None:
+    """Remove `name` beside the file when it is a regular file with one link (never through a symlink)."""
+    dir_fd = confined.open_dir(job.root, job.folders, create=False, check=job.check)
+    if dir_fd is None:
+        return
+    try:
+        st = confined.lstat_in(dir_fd, name)
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            os.unlink(name, dir_fd=dir_fd)
+            event(log, "mirror.old_part_removed", file=str(job.dest.with_name(name)))
+    finally:
+        os.close(dir_fd)
 
 
 def _stat_placed(job: FileJob) -> os.stat_result | None:
