@@ -47,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the soak_* helpers, when run as a script
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # transferd, without an install
 
-from soak_check import Observed, Verdict, attribute_known_bugs, find_leaks, journal_samples, judge
+from soak_check import RESULTS_MARKER, Observed, Verdict, attribute_known_bugs, find_leaks, journal_samples, judge
 from soak_data import Planner, RootGate, RunPlan, Writer, plan_summary
 from soak_env import (
     REPO,
@@ -80,6 +80,8 @@ FAULT_WEIGHTS = {
     "daemon_kill": 3,
     "root_away": 3,
     "disk_full": 3,
+    "results_away": 2,  # the results share "unmounted": an empty mount point without the marker, then back
+    "planted_symlink": 2,  # a symlink out of the share at a client folder or a .part name, removed later
     "graceful_restart": 2,  # SIGTERM mid-work: must exit 0 within the grace, then resume from the journal
     "sighup_reload": 2,  # unchanged, a changed watch (its watcher restarts), or an invalid file (must be rejected)
     "kill_during_assign": 2,  # SIGKILL while the assignment POST is being processed (its answer is lost)
@@ -131,6 +133,7 @@ class Figures:
     away_windows: list[list[float]] = field(default_factory=list)  # [root index, from, to] (unix time)
     inflight_kills: list[float] = field(default_factory=list)  # unix times of kill_during_assign
     disk_full_seconds: float = 0.0
+    results_away_seconds: float = 0.0
     outage_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)  # soak machinery problems (not verdicts)
 
@@ -160,6 +163,8 @@ class Soak:
         self.drain_started = 0.0
         self.backlog = 0  # go samples written but not yet assigned (from the last progress view)
         self.partial_seen: list[str] = []
+        self.confinement: list[str] = []  # writes on the bare mount point or through a planted symlink
+        self.results_away = False
         self.reload_problems: list[str] = []
         self.known_crashes: list[str] = []  # go sample -> since when the journal shows it failed
         self.webhook_history: list[tuple[bytes, str]] = []
@@ -205,6 +210,10 @@ class Soak:
         est = min(max(4 * GiB, int(o.minutes * 1200 * 1024**2 * o.scale)), max(4 * GiB, int(free * 0.8)))
         self.disk = DownloadDisk(self.work, est, o.disk)
         say(f"download disk: {self.disk.kind} ({self.disk.note})")
+        self.disk.results.mkdir(parents=True, exist_ok=True)
+        (self.disk.results / RESULTS_MARKER).touch()  # an unmounted share lacks it: the mirror pauses
+        self.outside = self.work / "outside-the-share"  # where planted symlinks point: must stay empty
+        self.outside.mkdir(exist_ok=True)
         self.prefix, self.permission_note, self.permissions_meaningful = no_dac_prefix()
         say(f"unreadable files: {self.permission_note}")
         self.webhook_secret = hashlib.sha256(f"webhook-{o.seed}-{time.time()}".encode()).hexdigest()[:40]
@@ -285,6 +294,8 @@ interval = "2s"
 concurrency = 4
 webhook_secret_file = {q(secret_file)}
 webhook_tolerance = "5m"
+marker = "{RESULTS_MARKER}"
+recheck_interval = "20s"
 
 [metrics]
 listen = "127.0.0.1:{self.port}"
@@ -519,6 +530,29 @@ watchdog = false
                 window = [float(self.roots.index(gate)), time.time(), time.time() + 3600]
                 self.fig.away_windows.append(window)
                 self.undo.append((now + seconds, "root_back", (gate, window)))
+            elif kind == "results_away":
+                assert self.disk is not None
+                if self.results_away:
+                    return False
+                results = self.disk.results
+                if self.disk.filled:
+                    return False  # mkdir of the bare mount point would fail for want of space
+                os.rename(results, results.with_name(results.name + ".unmounted"))
+                try:
+                    os.mkdir(results)  # the bare mount point: no marker
+                except OSError:
+                    os.rename(results.with_name(results.name + ".unmounted"), results)
+                    raise
+                self.results_away = True
+                seconds = r.uniform(2, 6)
+                self.fig.results_away_seconds += seconds
+                self.undo.append((now + seconds, "results_back", None))
+            elif kind == "planted_symlink":
+                planted = self._plant_symlink(r)
+                if planted is None:
+                    return False
+                self.undo.append((now + r.uniform(3, 8), "unplant", planted))
+                kind = f"planted_symlink_{'part' if planted.name.endswith('.part') else 'folder'}"
             elif kind == "disk_full":
                 assert self.disk is not None
                 if not self.disk.can_fill:
@@ -549,6 +583,54 @@ watchdog = false
             window[2] = time.time()
         elif what == "disk_free":
             self.disk.free()
+        elif what == "results_back":
+            results = self.disk.results
+            left = sorted(p.name for p in results.iterdir())
+            if left:
+                self.confinement.append(f"written on the bare mount point while the share was away: {left[:5]}")
+                shutil.rmtree(results)
+            else:
+                os.rmdir(results)
+            os.rename(results.with_name(results.name + ".unmounted"), results)
+            self.results_away = False
+        elif what == "unplant":
+            if self.results_away:  # the link is on the share that is away: take it out once it is back
+                self.undo.append((time.monotonic() + 1, "unplant", arg))
+            else:
+                arg.unlink()
+
+    def _plant_symlink(self, r: random.Random) -> Path | None:
+        """A symlink out of the share where the mirror will write: a client folder of a sample still running,
+        or the `.part` name of a finished sample's file not mirrored yet. None when there is no such place."""
+        assert self.disk is not None
+        if self.results_away or self.disk.filled:  # no room for a folder or a link on a full disk
+            return None
+        from transferd.mirror.confined import part_name
+
+        results = self.disk.results
+        samples = self.sandbox.control.samples(self.info.project_id)
+        running = [s for s in samples if _status(s) == "running" and s.get("client_id")
+                   and not os.path.lexists(results / s["client_id"])]  # fmt: skip
+        waiting = [(s, f) for s in samples if _status(s).startswith("succeeded") for f in s.get("files") or []
+                   if not os.path.lexists(results / s["client_id"] / s["id"] / f["filename"])]  # fmt: skip
+        if waiting and (not running or r.random() < 0.5):
+            s, f = r.choice(waiting)
+            folder = results / s["client_id"] / s["id"]
+            folder.mkdir(parents=True, exist_ok=True)
+            link = folder / part_name(f["filename"], f["id"])
+            target: Path = self.outside / f"{s['id']}-{f['id']}"
+        elif running:
+            s = r.choice(running)
+            link, target = results / s["client_id"], self.outside
+        else:
+            return None
+        if os.path.lexists(link):
+            return None
+        try:
+            link.symlink_to(target)
+        except FileExistsError:  # the mirror got there first
+            return None
+        return link
 
     def _run_undo(self, everything: bool = False) -> None:
         now = time.monotonic()
@@ -908,6 +990,9 @@ watchdog = false
         assert self.disk is not None and self.proxy is not None and self.daemon is not None
         v = judge(self.plans, uploads, assignments, samples, self.observed, self.disk.results, self._fetch_object)
         v.corrupted += self.partial_seen
+        outside = sorted(str(p) for p in self.outside.rglob("*"))
+        if outside:
+            self.confinement.append(f"written through a planted symlink, outside the share: {outside[:5]}")
         away = [(int(r), a, b) for r, a, b in self.fig.away_windows]
         journal = journal_samples(self.work / "state" / "journal.sqlite3")
         upload_ids = {u["destination_path"]: u["id"] for u in uploads}
@@ -946,6 +1031,7 @@ watchdog = false
         ok = ok and (drained or (not v.lost and known_ok))  # a drain that timed out only on known-bug losses
         ok = ok and not self.fig.errors  # the soak's own machinery must have worked
         ok = ok and not self.reload_problems and self.second_daemon.startswith("refused")
+        ok = ok and not self.confinement
         self._build_report(v, ok, drained, uploads, captured, url_sig_leaks, bad_input, crashes)
         return ok
 
@@ -1036,6 +1122,7 @@ watchdog = false
             "retries": sum(retries.values()),
             "retries_by_operation_reason": retries,
             "root_away_seconds": round(self.fig.root_away_seconds, 1),
+            "results_away_seconds": round(self.fig.results_away_seconds, 1),
             "disk_full_seconds": round(self.fig.disk_full_seconds, 1),
             "sandbox_outage_seconds": round(self.fig.outage_seconds, 1),
             "download_disk": f"{self.disk.kind}: {self.disk.note}",
@@ -1058,6 +1145,7 @@ watchdog = false
             "duplicated": len(v.duplicated),
             "corrupted": len(v.corrupted),
             "forbidden_uploads": len(v.forbidden),
+            "writes_outside_the_share": len(self.confinement),
             "secret_leaks": len(v.leaks),
             "part_files_left": len(v.part_files),
             "signed_url_signatures_in_logs": len(url_sig_leaks),
@@ -1074,6 +1162,7 @@ watchdog = false
                 "duplicated": v.duplicated[:200],
                 "corrupted": v.corrupted[:200],
                 "forbidden": v.forbidden[:200],
+                "confinement": self.confinement[:200],
                 "leaks": v.leaks,
                 "signed_url_leaks": url_sig_leaks[:20],
                 "part_files": v.part_files[:50],
@@ -1127,6 +1216,7 @@ watchdog = false
              f"{r['duplicated_by_known_bugs']}{' (tolerated)' if r['known_bugs_tolerated'] else ''}"),
             ("CORRUPTED", r["corrupted"]),
             ("FORBIDDEN UPLOADS", r["forbidden_uploads"]),
+            ("WRITES OUTSIDE THE SHARE", r["writes_outside_the_share"]),
             ("SECRETS IN LOGS", r["secret_leaks"]),
             (".part LEFT", r["part_files_left"]),
             ("signed-URL signatures in logs", r["signed_url_signatures_in_logs"]),
@@ -1137,7 +1227,7 @@ watchdog = false
             print(f"{k:<{width}}  {val}")
         print("=" * 100)
         for name in ("lost", "known_bug_losses", "duplicated", "known_bug_duplicates", "corrupted", "forbidden",
-                     "leaks", "part_files", "notes", "soak_errors"):  # fmt: skip
+                     "confinement", "leaks", "part_files", "notes", "soak_errors"):  # fmt: skip
             items = r["details"][name]
             if items:
                 print(f"{name}:")

@@ -117,6 +117,9 @@ def _status(obj: dict[str, Any]) -> str:
     return str((obj.get("last_status") or {}).get("status") or "")
 
 
+RESULTS_MARKER = ".transferd-destination"  # the [download] marker the soak puts in the results share
+
+
 def judge(
     plans: list[RunPlan],
     uploads: list[dict[str, Any]],
@@ -265,6 +268,8 @@ def judge(
                     v.part_files.append(f"{p}: a .part left with no download in progress")
                     continue
                 want = known.get(p)
+                if want is None and p == results / RESULTS_MARKER:
+                    continue  # the share's marker ([download] marker), put there by the soak
                 if want is None:
                     v.corrupted.append(f"{p}: a final-named file that is no deliverable of any sample")
                 elif p.stat().st_size and sha256_file(p) != want:

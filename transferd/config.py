@@ -115,6 +115,9 @@ class DownloadConfig:
     max_bytes_in_flight: int = 64 * 1024**2
     webhook_secret_file: Path | None = None
     webhook_tolerance: float = 300.0
+    marker: str = ""  # a file that must exist in `destination` (an unmounted share lacks it); "" = none
+    recheck_interval: float = 3600.0  # stat every mirrored file this often; missing or changed ones are refetched
+    full_relist_interval: float = 86400.0  # list the whole project this often, past the watermark (0 = never)
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,12 +391,20 @@ def _download(t: _Table) -> DownloadConfig:
         max_bytes_in_flight=t.size("max_bytes_in_flight", d.max_bytes_in_flight, minimum=1024**2),
         webhook_secret_file=t.path("webhook_secret_file"),
         webhook_tolerance=t.duration("webhook_tolerance", d.webhook_tolerance),
+        marker=t.string("marker", d.marker),
+        recheck_interval=t.duration("recheck_interval", d.recheck_interval),
+        full_relist_interval=t.duration("full_relist_interval", d.full_relist_interval),
     )
     t.finish()
     if cfg.projects and cfg.destination is None:
         t.fail("destination", "is required when projects are listed")
     if cfg.interval <= 0:
         t.fail("interval", "expected a duration greater than 0")
+    for key in ("recheck_interval", "full_relist_interval"):
+        if getattr(cfg, key) < 0:
+            t.fail(key, "expected a duration of 0 (off) or more")
+    if cfg.marker and (cfg.marker in (".", "..") or "/" in cfg.marker or "\\" in cfg.marker):
+        t.fail("marker", f"expected a file name in the destination folder, got {cfg.marker!r}")
     return cfg
 
 

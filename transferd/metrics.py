@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 DIRECTIONS = ("upload", "download")
 SAMPLE_STAGES = ("uploaded", "assigned", "mirrored")
 GZIP_OUTCOMES = ("whole", "broken", "unreadable")
+REPAIR_REASONS = ("missing", "changed")
 E2E_STAGES = ("upload", "mirror")
 STATE_TABLES = {  # gauge name -> journal table
     "transferd_runs": "runs",
@@ -85,7 +86,13 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("transferd_mirror_samples", "gauge", ("state",), "Mirrored samples in the journal by state."),
     MetricDef("transferd_mirror_files", "gauge", ("state",), "Mirrored deliverable files in the journal by state."),
     MetricDef("transferd_watch_root_up", "gauge", ("root",), "1 when a configured watch root is mounted and readable."),
-    MetricDef("transferd_ready", "gauge", ("check",), "1 when a readiness check (journal, api, roots) passes."),
+    MetricDef("transferd_download_destination_up", "gauge", ("destination",),
+              "1 when the download destination is usable (there, still the mount it was, marker present); "
+              "0 pauses the mirror."),
+    MetricDef("transferd_mirror_repairs_total", "counter", ("reason",),
+              "Mirrored files found missing or changed on disk by the recheck, and fetched again."),
+    MetricDef("transferd_ready", "gauge", ("check",),
+              "1 when a readiness check (journal, api, roots, destination) passes."),
     MetricDef("transferd_journal_up", "gauge", (), "1 when the journal could be read at this scrape."),
     MetricDef("transferd_journal_full", "gauge", (),
               "1 while journal writes wait for disk space: work is paused and resumes when space returns."),
@@ -149,6 +156,7 @@ class TransferdCollector(Collector):
             ("transferd_errors_total", "errors", ()),
             ("transferd_webhook_requests_total", "webhooks", ()),
             ("transferd_gzip_checks_total", "gzip_checks", GZIP_OUTCOMES),
+            ("transferd_mirror_repairs_total", "mirror_repairs", REPAIR_REASONS),
         ):
             fam = CounterMetricFamily(_base(name), _help(name), labels=_BY_NAME[name].labels)
             values: dict[str, int] = {**dict.fromkeys(defaults, 0), **_dict(snap[key])}
@@ -171,6 +179,11 @@ class TransferdCollector(Collector):
             for label, v in sorted({**dict.fromkeys(DIRECTIONS, 0), **_dict(snap[key])}.items()):
                 fam.add_metric([label], v)
             yield fam
+        name = "transferd_download_destination_up"
+        fam = GaugeMetricFamily(name, _help(name), labels=["destination"])
+        for dest, up in sorted(_dict(snap["destination_up"]).items()):
+            fam.add_metric([str(dest)], 1.0 if up else 0.0)
+        yield fam
         roots = dict(self._roots()) if self._roots else _dict(snap["root_up"])
         fam = GaugeMetricFamily("transferd_watch_root_up", _help("transferd_watch_root_up"), labels=["root"])
         for root, up in sorted(roots.items()):

@@ -65,11 +65,13 @@ class Stats:
             self.webhooks = defaultdict[str, int](int)  # outcome: accepted | duplicate | bad_signature | stale
             self.api_requests = defaultdict[tuple[str, str], int](int)  # (operation, outcome)
             self.gzip_checks = defaultdict[str, int](int)  # outcome: whole | broken | unreadable
+            self.mirror_repairs = defaultdict[str, int](int)  # reason: missing | changed (found by the recheck)
             # Gauges.
             self.in_flight_objects = defaultdict[str, int](int)  # direction
             self.in_flight_bytes = defaultdict[str, int](int)  # direction: bytes buffered or being transferred
             self.queued = defaultdict[str, int](int)  # direction: work items waiting
             self.root_up: dict[str, bool] = {}
+            self.destination_up: dict[str, bool] = {}  # the download destination: usable (mounted, marker)
             self.last_success: dict[str, float] = {}  # stage -> unix time
             # Histograms.
             self.part_seconds = Histogram(PART_BUCKETS)
@@ -126,6 +128,14 @@ class Stats:
         with self._lock:
             self.queued[direction] = n
 
+    def mirror_repair(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.mirror_repairs[reason] += n
+
+    def set_destination_up(self, destination: str, up: bool) -> None:
+        with self._lock:
+            self.destination_up[destination] = up
+
     def set_root_up(self, root: str, up: bool) -> None:
         with self._lock:
             self.root_up[root] = up
@@ -161,6 +171,8 @@ class Stats:
                 "in_flight_bytes": dict(self.in_flight_bytes),
                 "queued": dict(self.queued),
                 "root_up": dict(self.root_up),
+                "destination_up": dict(self.destination_up),
+                "mirror_repairs": dict(self.mirror_repairs),
                 "last_success": dict(self.last_success),
                 "part_seconds": _copy_hist(self.part_seconds),
                 "api_seconds": {k: _copy_hist(v) for k, v in self.api_seconds.items()},

@@ -110,5 +110,5 @@ def assert_mirrored(root: Path, samples: list[dict[str, Any]], types: tuple[str,
             assert path.is_file(), f"missing {path}"
             assert sha256_file(path) == f["checksum_sha256"], path
             n += 1
-    assert not list(root.rglob("*.part")), "a .part file was left behind"
+    assert not list(root.rglob(".*.part")), "a .part file was left behind"
     return n

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -144,3 +145,14 @@ def test_the_factory_picks_the_generation_host_and_checks_the_entry(tmp_path: Pa
         make_platform(ProjectSource(id="abc", api="legacy-projects"), _config(tmp_path), "k")
     with pytest.raises(ConfigError, match="api_key_file"):
         make_platform(ProjectSource(id="7", api="legacy-apps"), _config(tmp_path), "{oops")
+
+
+async def test_traits_are_not_written_while_the_destination_lacks_its_marker(tmp_path: Path) -> None:
+    from transferd.mirror.confined import DestinationDown
+
+    writer = TraitsWriter(tmp_path, "{client_id}/{gencove_id}/{default_filename}", marker=".transferd-destination")
+    with pytest.raises(DestinationDown, match=r"\.transferd-destination is missing"):
+        await writer.write("C1", "7", {"gencove_id": "7"})
+    assert os.listdir(tmp_path) == []  # not even a folder on the bare mount point
+    (tmp_path / ".transferd-destination").touch()
+    assert await writer.write("C1", "7", {"gencove_id": "7"}) == tmp_path / "C1" / "7" / "7_traits.json"

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from helpers import sha256_file
 
+from transferd.mirror.confined import part_name
 from transferd.retry import Policy
 
 T = TypeVar("T")
@@ -22,6 +23,11 @@ def default_path(root: Path, sample: dict[str, Any], f: dict[str, Any]) -> Path:
     return root / sample["client_id"] / sample["id"] / f["filename"]
 
 
+def part_of(final: Path, f: dict[str, Any]) -> Path:
+    """Where file `f` is written while it downloads (`.<name>.<file id>.part`)."""
+    return final.with_name(part_name(final.name, f["id"]))
+
+
 def assert_mirrored(root: Path, samples: list[dict[str, Any]]) -> int:
     """Every file of every sample is at its default path with the platform's sha256; returns the file count."""
     n = 0
@@ -32,7 +38,7 @@ def assert_mirrored(root: Path, samples: list[dict[str, Any]]) -> int:
             assert path.stat().st_size == f["size"], path
             assert sha256_file(path) == f["checksum_sha256"], path
             n += 1
-    assert not list(root.rglob("*.part")), "a .part file was left behind"
+    assert not list(root.rglob(".*.part")), "a .part file was left behind"
     return n
 
 

@@ -99,3 +99,21 @@ def test_without_a_key_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_an_unknown_project_fails(sandbox: SandboxProcess, download: Callable[..., int]) -> None:
     assert download("--project-id", "00000000-0000-4000-8000-000000000001") == 1
+
+
+def test_a_project_download_goes_batch_by_batch(
+    sandbox: SandboxProcess, finished_samples: Seeder, download: Callable[..., int], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from transferd.mirror import command
+
+    samples = finished_samples(3)
+    monkeypatch.setattr(command, "LIST_BATCH", 1)
+    seq = sandbox.control.last_log_seq()
+    assert download("--project-id", sandbox.info.project_id) == 0
+    assert_mirrored(tmp_path / "dest", samples)
+    log = sandbox.control.log(since=seq)
+    details = [e["seq"] for e in log if e["target"] == "api" and "/samples/" in e["path"] and e["method"] == "GET"
+               and not e["path"].rstrip("/").endswith("samples")]  # fmt: skip
+    downloads = [e["seq"] for e in log if e["target"] == "download"]
+    assert len(details) == 3 and min(downloads) < max(details)  # the first sample's files before the last detail

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from helpers import sha256_file
-from mirror_support import FAST, assert_mirrored, default_path, file_of
+from mirror_support import FAST, assert_mirrored, default_path, file_of, part_of
 
 from transferd.config import Config, ProjectSource
 from transferd.journal import Journal
@@ -60,13 +60,20 @@ async def test_a_part_left_by_a_previous_run_is_resumed_and_a_bad_one_is_replace
     (sample,) = finished_samples(1, r1_size=SIZE, r2_size=SIZE)
     r1, r2 = file_of(sample, "fastq-r1"), file_of(sample, "fastq-r2")
     root = tmp_path / "mirror"
-    # What a killed run leaves: the true first 100,000 bytes of R1, and 1,000 wrong bytes of R2.
+    # What a killed run leaves: the true first 100,000 bytes of R1, and 1,000 wrong bytes of R2, both journalled.
     request = urllib.request.Request(r1["download_url"], headers={"Range": "bytes=0-99999"})
     head = await asyncio.to_thread(lambda: urllib.request.urlopen(request).read())
     p1, p2 = default_path(root, sample, r1), default_path(root, sample, r2)
     p1.parent.mkdir(parents=True)
-    p1.with_name(p1.name + ".part").write_bytes(head)
-    p2.with_name(p2.name + ".part").write_bytes(b"x" * 1000)
+    part_of(p1, r1).write_bytes(head)
+    part_of(p2, r2).write_bytes(b"x" * 1000)
+    source = f"v2:{sandbox.info.api_url}:{project.id}"
+    for f, path, have in ((r1, p1, len(head)), (r2, p2, 1000)):
+        journal.call(
+            jd.claim_file, source, project_id=project.id, sample_id=sample["id"], client_id=sample["client_id"],
+            file_id=f["id"], file_type=f["file_type"], dest_path=str(path), size=f["size"], sha256=f["checksum_sha256"],
+        )  # fmt: skip
+        journal.call(jd.file_progress, source, f["id"], have)
     seq = sandbox.control.last_log_seq()
     async with MirrorLoop(mirror_config(), journal, sandbox.info.api_key, policy=FAST) as loop:
         assert (await loop.cycle(project)).ok
@@ -106,7 +113,7 @@ async def test_a_file_that_never_verifies_fails_after_three_full_tries(
     assert report.state == "failed" and "3 times in a row" in (report.error or "")
     assert len(_downloads(sandbox, vcf["id"])) == 3
     placed = default_path(tmp_path / "mirror", sample, vcf)
-    assert not placed.exists() and not placed.with_name(placed.name + ".part").exists()
+    assert not placed.exists() and not part_of(placed, vcf).exists()
 
 
 async def test_an_expired_url_is_refreshed_at_once(
@@ -138,7 +145,7 @@ async def test_a_full_disk_fails_the_file_cleanly_and_the_next_cycle_recovers(
     real_write = transfer._PartFile.write
 
     def write_then_full(self: transfer._PartFile, data: bytes) -> None:
-        if self.path.name.endswith("_R1.fastq.gz.part"):
+        if "_R1.fastq.gz." in self.path.name:
             real_write(self, data[: len(data) // 2])  # some bytes land, then the disk is full
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(self, data)
@@ -150,7 +157,7 @@ async def test_a_full_disk_fails_the_file_cleanly_and_the_next_cycle_recovers(
         (report,) = (await loop.cycle(project)).samples
         assert report.state == "failed" and "disk full" in (report.error or "") and str(r1_path) in report.error
         assert report.present + report.downloaded == 2  # the other files were placed
-        assert not r1_path.exists() and not r1_path.with_name(r1_path.name + ".part").exists()
+        assert not r1_path.exists() and not part_of(r1_path, file_of(sample, "fastq-r1")).exists()
         row = journal.call(jd.file_row, f"v2:{sandbox.info.api_url}:{project.id}", file_of(sample, "fastq-r1")["id"])
         assert row is not None and row.state == "failed" and "disk full" in (row.error or "")
         assert STATS.errors["mirror"] >= 1
@@ -169,7 +176,7 @@ async def test_cancelling_a_download_leaves_a_resumable_part_and_a_consistent_jo
     (sample,) = finished_samples(1, r1_size=big, r2_size=0)
     r1 = file_of(sample, "fastq-r1")
     final = default_path(tmp_path / "mirror", sample, r1)
-    part = final.with_name(final.name + ".part")
+    part = part_of(final, r1)
     cfg = mirror_config(file_types=("fastq-r1",), max_bytes_in_flight=1024**2)
     seq = sandbox.control.last_log_seq()
     received = 0

@@ -79,3 +79,29 @@ def test_scrub_removes_signatures() -> None:
     text = "GET https://s3.example/b/k?X-Amz-Signature=secret&x=1 failed; see http://h/_dl/f?sig=abc."
     assert "secret" not in scrub(text) and "sig=abc" not in scrub(text)
     assert "https://s3.example/b/k?..." in scrub(text)
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [('marker = "a/b"', "download.marker"), ('recheck_interval = "-1s"', "download.recheck_interval"),
+     ('full_relist_interval = "soon"', "download.full_relist_interval")],
+)  # fmt: skip
+def test_the_mirror_keys_are_checked_naming_the_key(tmp_path: Path, line: str, key: str) -> None:
+    from transferd.config import load_config
+    from transferd.errors import ConfigError
+
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(f'[state]\npath = "j.sqlite3"\n[download]\ndestination = "/r"\n{line}\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert err.value.key == key
+
+
+def test_the_mirror_keys_default_and_zero_means_off(tmp_path: Path) -> None:
+    from transferd.config import load_config
+
+    cfg = tmp_path / "t.toml"
+    cfg.write_text('[state]\npath = "j.sqlite3"\n[download]\ndestination = "/r"\nmarker = ".m"\n'
+                   'recheck_interval = "0"\n')
+    dl = load_config(cfg).download
+    assert (dl.marker, dl.recheck_interval, dl.full_relist_interval) == (".m", 0.0, 86400.0)

@@ -15,6 +15,7 @@ from transferd.journal.store import log_event, now
 
 UNRESOLVED = ("pending", "failed", "restoring")
 SETTLED = ("done", "archived", "skipped")  # re-examined only when the sample's `modified` changes
+REPAIR = "repair: "  # error prefix of a done sample reopened because a file went missing or changed on disk
 _CHUNK = 500  # SQLite's host-parameter limit is far above this; keep statements small anyway
 WEBHOOK_EVENT_TTL = 30 * 86400.0
 
@@ -123,6 +124,42 @@ def _download(r: sqlite3.Row) -> DownloadRow:
     )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class PlacedFile:
+    id: int
+    sample_id: str
+    dest_path: str
+    size: int | None
+    mtime_ns: int | None
+
+
+def placed_files(conn: sqlite3.Connection, source: str, after: int, limit: int) -> list[PlacedFile]:
+    """Done files in id order after `after`, `limit` at a time (the recheck walks them page by page)."""
+    return [
+        PlacedFile(r["id"], r["sample_id"], r["dest_path"], r["size"], r["mtime_ns"])
+        for r in conn.execute(
+            "SELECT id, sample_id, dest_path, size, mtime_ns FROM downloads WHERE source = ? AND state = 'done' "
+            "AND id > ? ORDER BY id LIMIT ?",
+            (source, after, limit),
+        )
+    ]
+
+
+def reopen_samples(conn: sqlite3.Connection, source: str, problems: dict[str, str]) -> int:
+    """Done samples whose files are missing or changed on disk become owed again; returns how many."""
+    n = 0
+    for sample_id, problem in problems.items():
+        cur = conn.execute(
+            "UPDATE mirror_samples SET state = 'pending', error = ?, updated = ? "
+            "WHERE source = ? AND sample_id = ? AND state = 'done'",
+            (REPAIR + problem, now(), source, sample_id),
+        )
+        if cur.rowcount:
+            n += 1
+            log_event(conn, "warning", "mirror", sample_id, problem)
+    return n
+
+
 def file_row(conn: sqlite3.Connection, source: str, file_id: str) -> DownloadRow | None:
     r = conn.execute("SELECT * FROM downloads WHERE source = ? AND file_id = ?", (source, file_id)).fetchone()
     return _download(r) if r else None
@@ -168,6 +205,11 @@ def claim_file(
     return None
 
 
+def path_owned(conn: sqlite3.Connection, dest_path: str) -> bool:
+    """Whether some deliverable is (to be) placed at this path."""
+    return conn.execute("SELECT 1 FROM downloads WHERE dest_path = ?", (dest_path,)).fetchone() is not None
+
+
 def file_progress(conn: sqlite3.Connection, source: str, file_id: str, bytes_done: int) -> None:
     conn.execute(
         "UPDATE downloads SET state = 'partial', bytes_done = ?, error = NULL, updated = ? "
@@ -200,6 +242,11 @@ def files_by_state(conn: sqlite3.Connection, source: str | None = None) -> dict[
     """Counts per state (for `status` and tests)."""
     sql = "SELECT state, COUNT(*) AS n FROM downloads" + (" WHERE source = ?" if source else "") + " GROUP BY state"
     return {r["state"]: r["n"] for r in conn.execute(sql, (source,) if source else ())}
+
+
+def note(conn: sqlite3.Connection, level: str, subject: str, message: str) -> None:
+    """A mirror event for `status` (e.g. the destination paused or back)."""
+    log_event(conn, level, "mirror", subject, message)
 
 
 # -- webhook events ----------------------------------------------------------------------------------------------

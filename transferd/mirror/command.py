@@ -29,12 +29,14 @@ from transferd.errors import TransferdError, UsageError
 from transferd.journal import Journal
 from transferd.log import register_secret, setup_logging
 from transferd.mirror.loop import MirrorLoop, SampleReport
-from transferd.mirror.platform import SampleDetail, SampleNotFound, SampleSummary, make_platform
+from transferd.mirror.platform import InvalidId, SampleDetail, SampleNotFound, SampleSummary, make_platform
 from transferd.mirror.template import DEFAULT_TEMPLATE, TemplateError, validate_template
+from transferd.mirror.transfer import scrub
 from transferd.retry import ApiError
 
 DEFAULT_STATE = Path("~/.local/state/transferd/download.sqlite3")
 FETCH_CONCURRENCY = 8
+LIST_BATCH = 200  # samples listed, fetched and mirrored together by a project download
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,6 +64,10 @@ def main(args: argparse.Namespace) -> int:
     journal = Journal.open(state)
     try:
         return eventloop.run(_download(args, cfg, configured, api_key, journal))
+    except (TransferdError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # one line for the user, never a raw traceback (the journal has the details)
+        raise TransferdError(scrub(f"{type(e).__name__}: {e}")) from None
     finally:
         journal.close()
 
@@ -150,20 +156,31 @@ class _Run:
         async with self._loop((source,)) as loop:
             platform = loop.platform(source)
             await _check_file_types(platform, self.cfg.download.file_types)
+            # The listing is mirrored LIST_BATCH samples at a time: never held whole, and URLs are fresh when used.
+            reports: list[SampleReport] = []
+            batch: list[SampleSummary] = []
             try:
-                listed = [s async for s in platform.changed_since(None)]
+                async with contextlib.aclosing(platform.changed_since(None)) as rows:
+                    async for s in rows:
+                        batch.append(s)
+                        if len(batch) >= LIST_BATCH:
+                            reports += await self._batch(loop, source, batch)
+                            batch = []
             except ApiError as e:
-                if 400 <= e.status < 500:
+                if 400 <= e.status < 500 and not reports:
                     raise TransferdError(f"project {source.id} not found (HTTP {e.status})") from None
                 raise
-            # Fetch the samples with deliverables first, so the bar knows its total; the rest are only reported.
-            ready = [s for s in listed if s.status.lower().startswith(("succeeded", "failed")) and s.downloadable]
-            details = await _fetch(platform, [s.id for s in ready])
-            found = [d for d in details if isinstance(d, SampleDetail)]
-            ready_ids = {s.id for s in ready}
-            others: list[str | SampleSummary | SampleDetail] = [s for s in listed if s.id not in ready_ids]
-            self.progress.start(sum(f.size or 0 for d in found for f in loop.wanted(d)), f"project {source.id}")
-            return _not_found(details) + await loop.mirror(source, [*found, *others])
+            return reports + await self._batch(loop, source, batch)
+
+    async def _batch(self, loop: MirrorLoop, source: ProjectSource, listed: list[SampleSummary]) -> list[SampleReport]:
+        # Fetch the samples with deliverables first, so the bar knows its total; the rest are only reported.
+        ready = [s for s in listed if s.status.lower().startswith(("succeeded", "failed")) and s.downloadable]
+        details = await _fetch(loop.platform(source), [s.id for s in ready])  # a sample that fails, fails alone
+        found = [d for d in details if isinstance(d, SampleDetail)]
+        ready_ids = {s.id for s in ready}
+        others: list[str | SampleSummary | SampleDetail] = [s for s in listed if s.id not in ready_ids]
+        self.progress.add(sum(f.size or 0 for d in found for f in loop.wanted(d)), f"project {source.id}")
+        return _unfetched(details) + await loop.mirror(source, [*found, *others])
 
     async def samples(self, ids: list[str], configured: tuple[ProjectSource, ...]) -> list[SampleReport]:
         lookup = make_platform(ProjectSource(id=""), self.cfg, self.key)  # only `sample()`, which needs no project
@@ -176,7 +193,7 @@ class _Run:
             if isinstance(d, SampleDetail):
                 by_project.setdefault(d.project_id or "", []).append(d)
         sources = tuple(_source(configured, pid) for pid in by_project)
-        reports = _not_found(details)
+        reports = _unfetched(details)
         async with self._loop(sources) as loop:
             found = [d for ds in by_project.values() for d in ds]
             self.progress.start(sum(f.size or 0 for d in found for f in loop.wanted(d)), f"{len(ids)} sample(s)")
@@ -185,20 +202,26 @@ class _Run:
         return reports
 
 
-def _not_found(details: list[SampleDetail | str]) -> list[SampleReport]:
-    return [SampleReport(x, "", "failed", error=f"sample {x} not found") for x in details if isinstance(x, str)]
+def _unfetched(details: list[SampleDetail | SampleReport]) -> list[SampleReport]:
+    return [x for x in details if isinstance(x, SampleReport)]
 
 
-async def _fetch(platform: Any, ids: list[str]) -> list[SampleDetail | str]:
-    """Every sample's detail (fresh URLs), a few at a time; a sample that is not found is returned as its id."""
+async def _fetch(platform: Any, ids: list[str]) -> list[SampleDetail | SampleReport]:
+    """Every sample's detail (fresh URLs), a few at a time. A sample that cannot be fetched (not found, a 4xx,
+    an answer without its fields) is returned as a failed report: it fails alone, the others go on."""
     slots = asyncio.Semaphore(FETCH_CONCURRENCY)
 
-    async def one(sample_id: str) -> SampleDetail | str:
+    async def one(sample_id: str) -> SampleDetail | SampleReport:
         async with slots:
             try:
                 return await platform.sample(sample_id)
+            except InvalidId as e:
+                return SampleReport(sample_id, "", "failed", error=str(e))
             except SampleNotFound:
-                return sample_id
+                return SampleReport(sample_id, "", "failed", error=f"sample {sample_id} not found")
+            except Exception as e:  # ApiError past its retries, MalformedResponse, ...
+                msg = scrub(f"sample {sample_id}: {type(e).__name__}: {e}")
+                return SampleReport(sample_id, "", "failed", error=msg)
 
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(one(i)) for i in ids]
@@ -225,12 +248,13 @@ def _summarise(reports: list[SampleReport], destination: Path | None, strict: bo
     files = sum(r.downloaded for r in reports)
     present = sum(r.present for r in reports)
     nbytes = sum(r.nbytes for r in reports)
-    bad = [r for r in reports if r.state in ("failed", "archived", "restoring") or (strict and r.state != "done")]
+    bad = [r for r in reports
+           if r.state in ("failed", "archived", "restoring", "paused") or (strict and r.state != "done")]  # fmt: skip
     for r in bad:
         print(f"  {r.state}: {r.error or f'sample {r.sample_id} ({r.client_id}) is {r.state}'}", file=sys.stderr)
     parts = [f"{n('done')} sample(s) mirrored to {destination}: {files} file(s) downloaded ({nbytes} bytes)",
              f"{present} already present"]  # fmt: skip
-    for state in ("not_ready", "skipped", "archived", "restoring", "failed"):
+    for state in ("not_ready", "skipped", "archived", "restoring", "paused", "failed"):
         if n(state):
             parts.append(f"{n(state)} {state.replace('_', ' ')}")
     print("; ".join(parts))
@@ -244,6 +268,7 @@ class _Progress:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self._bar: Any = None
+        self._total = 0
 
     def start(self, total: int, label: str) -> None:
         if not self.enabled or total <= 0:
@@ -251,6 +276,15 @@ class _Progress:
         factory = _progress_factory()
         if factory is not None:
             self._bar = factory(total, label)
+            self._total = total
+
+    def add(self, more: int, label: str) -> None:
+        """Grow the total as the next batch of samples is known (the first call starts the bar)."""
+        if self._bar is None:
+            self.start(more, label)
+        elif more > 0:
+            self._total += more
+            self._bar.set_total(self._total)
 
     def advance(self, n: int) -> None:
         if self._bar is not None:

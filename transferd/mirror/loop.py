@@ -17,7 +17,8 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from transferd.config import Config, DownloadConfig, ProjectSource
 from transferd.errors import UsageError
@@ -25,7 +26,10 @@ from transferd.gencove.models import parse_time
 from transferd.journal import Journal
 from transferd.journal import downloads as jd
 from transferd.log import event
+from transferd.mirror.confined import DestinationDown, made_root
+from transferd.mirror.destination import Destination
 from transferd.mirror.platform import Deliverable, Platform, SampleDetail, SampleNotFound, SampleSummary, make_platform
+from transferd.mirror.recheck import RecheckReport, recheck
 from transferd.mirror.template import FileNaming, TemplateError, plan_sample, resolve_inside
 from transferd.mirror.transfer import FileJob, FileResult, Transfer, UrlSource
 from transferd.retry import DEFAULT_POLICY, Policy
@@ -35,14 +39,19 @@ log = logging.getLogger(__name__)
 
 # Re-list this far behind the watermark: a sample committed late with an older `modified` is still seen.
 OVERLAP = timedelta(minutes=2)
+# The watermark never moves past our clock plus this (less than OVERLAP, so a server clock a little ahead of
+# ours loses nothing); a sample dated further ahead is logged, and cannot hide every later sample from polling.
+SKEW = timedelta(minutes=1)
+DESTINATION_CHECK = 5.0  # seconds between probes of the destination while the daemon runs (one stat)
 RESTORE_BATCH = 200
+LIST_BATCH = 500  # listing rows looked up and mirrored together
 
 
 @dataclass(frozen=True, slots=True)
 class SampleReport:
     sample_id: str
     client_id: str
-    state: str  # done | archived | restoring | skipped | not_ready | failed
+    state: str  # done | archived | restoring | skipped | not_ready | failed | paused (destination unusable)
     downloaded: int = 0  # files transferred now
     present: int = 0  # files already mirrored
     nbytes: int = 0
@@ -57,6 +66,7 @@ class CycleReport:
     listed: int  # samples in the listing (down to the watermark)
     samples: tuple[SampleReport, ...] = ()
     watermark: str | None = None
+    paused: str | None = None  # why nothing was done: the destination is unusable
 
     @property
     def examined(self) -> int:
@@ -80,7 +90,7 @@ class CycleReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and self.paused is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +145,8 @@ class MirrorLoop:
         self._triggered = asyncio.Event()
         self._waiting: dict[str, int] = {}  # samples queued per source, for the `queued` gauge
         self._sample_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.dest = Destination(dl.destination, dl.marker, journal) if dl.destination is not None else None
+        self._future_seen: set[tuple[str, str]] = set()  # (sample, modified) dated in the future, warned once
         self._lock_users: defaultdict[tuple[str, str], int] = defaultdict(int)
 
     # -- the daemon's API --------------------------------------------------------------------------------------
@@ -144,6 +156,8 @@ class MirrorLoop:
             async with asyncio.TaskGroup() as tg:
                 for project in self._projects.values():
                     tg.create_task(self._poll(project), name=f"mirror-poll:{project.source.id}")
+                if self.dest is not None:
+                    tg.create_task(self._watch_destination(), name="mirror-destination")
                 tg.create_task(self._dispatch(tg), name="mirror-triggers")
         finally:
             await self.aclose()
@@ -154,37 +168,49 @@ class MirrorLoop:
         self._pending.append((project_id, tuple(sample_ids)))
         self._triggered.set()
 
-    async def cycle(self, project: ProjectSource) -> CycleReport:
-        """One pass over one project: list down to the watermark, mirror what is new, changed or still owed."""
+    async def cycle(self, project: ProjectSource, *, full: bool = False) -> CycleReport:
+        """One pass over one project: list down to the watermark (`full`: the whole project), mirror what is new,
+        changed or still owed. Nothing at all while the destination is unusable."""
         p = self._project(project)
         source = p.platform.source
         async with p.cycle_lock:
             mark = await self.journal.run(jd.get_watermark, source)
-            since = parse_time(mark) - OVERLAP if mark else None
-            listed = [s async for s in p.platform.changed_since(since)]
-            known = await self.journal.run(jd.sample_rows, source, [s.id for s in listed])
-            items: list[_Item] = []
-            for s in listed:
-                row = known.get(s.id)
-                if row is not None and row.state in jd.SETTLED and row.modified == _iso(s.modified):
-                    continue  # seen in the overlap, nothing changed
-                items.append(_Item(s.id, summary=s, prior=row.state if row else None))
-            seen = {s.id for s in listed}
+            down = await self._destination_down()
+            if down is not None:
+                return CycleReport(project.id, source, 0, (), mark, paused=down)
+            ceiling = datetime.now(UTC) + SKEW
+            since = min(_aware(parse_time(mark)), ceiling) - OVERLAP if mark and not full else None
+            # The listing is handled LIST_BATCH rows at a time, never held whole (a first pass over a big project).
+            reports: list[SampleReport] = []
+            seen: set[str] = set()
+            newest: datetime | None = None
+            batch: list[SampleSummary] = []
+            async with contextlib.aclosing(p.platform.changed_since(since)) as rows:
+                async for s in rows:
+                    seen.add(s.id)
+                    modified = _aware(s.modified)
+                    if modified > ceiling:
+                        self._future(p, s)
+                        modified = ceiling
+                    newest = modified if newest is None else max(newest, modified)
+                    batch.append(s)
+                    if len(batch) >= LIST_BATCH:
+                        reports += await self._listed(p, batch)
+                        batch = []
+            reports += await self._listed(p, batch)
             owed = await self.journal.run(jd.unresolved_samples, source)
-            items += [_Item(r.sample_id, prior=r.state) for r in owed if r.sample_id not in seen]
-            self._queued(p, len(items))
-            try:
-                reports = await self._process(p, items)
-            finally:
-                self._queued(p, 0)
-            newest = max((s.modified for s in listed), default=None)
-            if newest is not None and (mark is None or newest > parse_time(mark)):
+            reports += await self._queue_and_process(p, [_Item(r.sample_id, prior=r.state) for r in owed
+                                                         if r.sample_id not in seen])  # fmt: skip
+            paused = next((r.error for r in reports if r.state == "paused"), None)
+            # A watermark set from the future (before SKEW existed) is pulled back to the ceiling.
+            moved = mark is None or (newest is not None and newest > _aware(parse_time(mark)))
+            if paused is None and newest is not None and (moved or _aware(parse_time(mark)) > ceiling):
                 mark = _iso(newest)
                 await self.journal.run(jd.set_watermark, source, mark)
-        report = CycleReport(project.id, source, len(listed), tuple(reports), mark)
+        report = CycleReport(project.id, source, len(seen), tuple(reports), mark, paused=paused)
         if report.ok:
             STATS.success("mirror")
-        if items or not report.ok:
+        if reports or not report.ok:
             event(
                 log, "mirror.cycle", logging.INFO if report.ok else logging.WARNING, project=project.id,
                 listed=report.listed, examined=report.examined, done=report.count("done"),
@@ -192,6 +218,62 @@ class MirrorLoop:
                 restoring=report.count("restoring"), failed=len(report.failures),
             )  # fmt: skip
         return report
+
+    def _future(self, p: _Project, s: SampleSummary) -> None:
+        key = (s.id, _iso(s.modified))
+        if key not in self._future_seen:
+            self._future_seen.add(key)
+            event(log, "mirror.future_modified", logging.WARNING, project=p.source.id, sample=s.id,
+                  modified=_iso(s.modified), note="the watermark stops at now; check the clocks")  # fmt: skip
+
+    async def _destination_down(self) -> str | None:
+        """Why the destination cannot be written now (probed afresh), or None when it can."""
+        if self.dest is None:
+            return None
+        state = await self.dest.refresh()
+        return None if state.up else state.reason
+
+    async def _watch_destination(self) -> None:
+        """Keep the destination's state (readiness, metric) current; wake every project when it comes back."""
+        assert self.dest is not None
+        was = (await self.dest.refresh()).up
+        while True:
+            await asyncio.sleep(DESTINATION_CHECK)
+            up = (await self.dest.refresh()).up
+            if up and not was:
+                for p in self._projects.values():
+                    p.wake.set()
+            was = up
+
+    def destination_check(self) -> tuple[bool, str]:
+        """For readiness: (usable, why)."""
+        if self.dest is None:
+            return True, "no download destination"
+        if not self.dest.checked:  # a loop just (re)started probes at once: no red flash meanwhile
+            return True, "being checked"
+        return self.dest.state.up, self.dest.state.reason
+
+    async def _listed(self, p: _Project, batch: list[SampleSummary]) -> list[SampleReport]:
+        """Mirror what is new or changed in one batch of listing rows."""
+        if not batch:
+            return []
+        known = await self.journal.run(jd.sample_rows, p.platform.source, [s.id for s in batch])
+        items: list[_Item] = []
+        for s in batch:
+            row = known.get(s.id)
+            if row is not None and row.state in jd.SETTLED and row.modified == _iso(s.modified):
+                continue  # seen in the overlap, nothing changed
+            items.append(_Item(s.id, summary=s, prior=row.state if row else None))
+        return await self._queue_and_process(p, items)
+
+    async def _queue_and_process(self, p: _Project, items: list[_Item]) -> list[SampleReport]:
+        if not items:
+            return []
+        self._queued(p, len(items))
+        try:
+            return await self._process(p, items)
+        finally:
+            self._queued(p, 0)
 
     async def mirror(
         self, project: ProjectSource, samples: Sequence[str | SampleSummary | SampleDetail]
@@ -204,6 +286,7 @@ class MirrorLoop:
             else _Item(x.id, detail=x)
             for x in samples
         ]  # fmt: skip
+        await self._destination_down()  # probed afresh: _process pauses while it is unusable
         return await self._process(self._project(project), items)
 
     def wanted(self, detail: SampleDetail) -> list[Deliverable]:
@@ -215,6 +298,8 @@ class MirrorLoop:
         return self._project(project).platform
 
     async def aclose(self) -> None:
+        if self.dest is not None:
+            self.dest.close()
         await self.transfer.aclose()
         for p in self._projects.values():
             await p.platform.aclose()
@@ -237,16 +322,57 @@ class MirrorLoop:
         STATS.set_queued("download", sum(self._waiting.values()))
 
     async def _poll(self, p: _Project) -> None:
+        dl = self.config.download
+        # Wake for whichever comes first: the poll, the recheck, the full re-list (each is cheap when not due).
+        wait = min(x for x in (dl.interval, dl.recheck_interval, dl.full_relist_interval) if x > 0)
         while True:
             p.wake.clear()
             try:
-                await self.cycle(p.source)
+                full = await self._due(p, "full", dl.full_relist_interval, first=False)
+                report = await self.cycle(p.source, full=full)
+                if report.paused is None:
+                    if full:
+                        await self._done(p, "full")
+                    if await self._due(p, "recheck", dl.recheck_interval, first=True):
+                        await self._recheck(p)
+                        await self._done(p, "recheck")
             except Exception as e:  # the API down past the retry deadline, the journal, ...: next cycle
                 STATS.error("mirror")
                 event(log, "mirror.cycle_failed", logging.ERROR, project=p.source.id, error=f"{type(e).__name__}: {e}")
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.download.interval):
+                async with asyncio.timeout(wait):
                     await p.wake.wait()
+
+    async def _due(self, p: _Project, kind: str, interval: float, *, first: bool) -> bool:
+        """Whether the periodic `kind` (full re-list, recheck) is due; the last run is kept in the journal, so
+        a daemon restarted more often than `interval` still runs it. `first`: due when it never ran."""
+        if interval <= 0:
+            return False
+        key = f"{kind}:{p.platform.source}"
+        last = await self.journal.run(jd.get_watermark, key)
+        if last is None:
+            if not first:
+                await self.journal.run(jd.set_watermark, key, repr(time.time()))
+            return first
+        return time.time() - float(last) >= interval
+
+    async def _done(self, p: _Project, kind: str) -> None:
+        await self.journal.run(jd.set_watermark, f"{kind}:{p.platform.source}", repr(time.time()))
+
+    async def _recheck(self, p: _Project) -> RecheckReport | None:
+        """Stat every mirrored file of the project; samples with a missing or changed file are owed again."""
+        assert self.dest is not None
+        state = self.dest.state
+        if not state.up or state.root is None:
+            return None
+        try:
+            report = await recheck(self.journal, p.platform.source, state.root, state.check)
+        except DestinationDown:
+            await self.dest.refresh()  # logs the change; the next cycle pauses
+            return None
+        if report.reopened:
+            p.wake.set()  # fetch them now, not one interval later
+        return report
 
     async def _dispatch(self, tg: asyncio.TaskGroup) -> None:
         while True:
@@ -265,6 +391,8 @@ class MirrorLoop:
 
     async def _run_trigger(self, targets: list[_Project], ids: list[str], search: bool) -> None:
         try:
+            if await self._destination_down() is not None:
+                return  # the poll after the destination is back lists these samples (the watermark waited)
             if not search:
                 await self._process(targets[0], [_Item(i) for i in ids])
                 return
@@ -315,6 +443,9 @@ class MirrorLoop:
     async def _process(self, p: _Project, items: Iterable[_Item]) -> list[SampleReport]:
         """Mirror samples with a bounded number in hand, so URLs are fetched just before they are used."""
         queue = list(items)
+        if queue and self.dest is not None and not self.dest.state.up:
+            # Nothing is fetched while the destination is unusable; they stay owed (or listed: no watermark move).
+            return [self._paused(i) for i in queue]
         queue.reverse()
         reports: list[SampleReport] = []
         to_restore: list[SampleReport] = []
@@ -322,6 +453,9 @@ class MirrorLoop:
         async def worker() -> None:
             while queue:
                 item = queue.pop()
+                if self.dest is not None and not self.dest.state.up:  # went away during this pass
+                    reports.append(self._paused(item))
+                    continue
                 report = await self._sample(p, item)
                 reports.append(report)
                 if report.state == "archived" and self._auto_restore(p):
@@ -335,6 +469,10 @@ class MirrorLoop:
             reports = [restored.get(r.sample_id, r) for r in reports]
         return reports
 
+    def _paused(self, item: _Item) -> SampleReport:
+        why = self.dest.state.reason if self.dest is not None else ""
+        return SampleReport(item.sample_id, "", "paused", error=f"paused: {why}")
+
     def _auto_restore(self, p: _Project) -> bool:
         return self.config.download.auto_restore and p.platform.capabilities.supports_restore
 
@@ -345,7 +483,9 @@ class MirrorLoop:
             # and a sample is counted as mirrored only on its transition to done.
             rows = await self.journal.run(jd.sample_rows, source, [item.sample_id])
             row = rows.get(item.sample_id)
-            item = replace(item, prior=row.state if row else None)
+            # A done sample reopened by the recheck counts as mirrored once, as before.
+            prior = "done" if row and row.error and row.error.startswith(jd.REPAIR) else row.state if row else None
+            item = replace(item, prior=prior)
             try:
                 if item.summary is not None and item.detail is None:
                     gated = await self._gate(p, item.summary)
@@ -441,7 +581,6 @@ class MirrorLoop:
                 dl.template,
                 ((d.file_id, FileNaming(s.client_id, s.id, d.file_type, d.default_filename)) for d in wanted),
             )
-            dests = {fid: resolve_inside(self.destination, rel) for fid, rel in plan.items()}
         except TemplateError as e:
             STATS.error("mirror")
             event(log, "mirror.sample_failed", logging.ERROR, sample=s.id, error=str(e))
@@ -456,17 +595,29 @@ class MirrorLoop:
         )  # fmt: skip
         refresh = _Refresher(p.platform, detail)
         verify_sha = p.platform.capabilities.has_checksums
-        jobs = [
-            FileJob(source, p.platform.project_id, s.id, s.client_id, d, dests[d.file_id],
-                    "sha256" if verify_sha and d.sha256 else "size")
-            for d in wanted
-        ]  # fmt: skip
+        state = self.dest.state if self.dest is not None else None
+        if state is None or state.root is None:
+            raise RuntimeError(f"the download destination is not usable: {state.reason if state else 'none'}")
+        root = state.root if state.check is not None else await asyncio.to_thread(made_root, state.root)
+        jobs: list[FileJob] = []
+        refused: list[FileResult] = []
+        escapes = await asyncio.to_thread(_escapes, root, plan)  # realpath() reads the disk: not on the loop
+        for d in wanted:
+            job = FileJob(source, p.platform.project_id, s.id, s.client_id, d, root / plan[d.file_id],
+                          "sha256" if verify_sha and d.sha256 else "size", root, state.check)  # fmt: skip
+            if d.file_id in escapes:  # a symlink out of the root, seen before any request
+                refused.append(await self.transfer.refuse(job, escapes[d.file_id]))  # this file fails alone
+                continue
+            jobs.append(job)
+        # fetch() returns failures instead of raising, so one bad file never cancels its siblings.
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(self.transfer.fetch(job, refresh.for_file(job.deliverable.file_id))) for job in jobs
             ]
-        results: list[FileResult] = [t.result() for t in tasks]
+        results: list[FileResult] = [t.result() for t in tasks] + refused
         failed = [r for r in results if not r.ok]
+        if failed and self.dest is not None:
+            await self.dest.refresh()  # a share unmounted mid-pass pauses the samples still queued
         downloaded = sum(1 for r in results if r.outcome == "downloaded")
         present = sum(1 for r in results if r.outcome == "present")
         nbytes = sum(r.nbytes for r in results)
@@ -532,6 +683,21 @@ class _FileUrls:
         fresh = await self.owner.refresh(self.file_id, self.used)
         self.used = fresh.url
         return fresh
+
+
+def _escapes(root: Path, plan: dict[str, str]) -> dict[str, str]:
+    """{file id: why} for the planned paths that lead out of the root (through a symlink that exists now)."""
+    out = {}
+    for fid, rel in plan.items():
+        try:
+            resolve_inside(root, rel)
+        except TemplateError as e:
+            out[fid] = str(e)
+    return out
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _iso(value: datetime) -> str:

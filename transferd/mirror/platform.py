@@ -21,6 +21,7 @@ return it from `make_platform` for its `ProjectSource.api` value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -40,6 +41,24 @@ DOWNLOADABLE_ARCHIVE = ("available", "restored")
 
 class SampleNotFound(LookupError):
     """The platform does not know this sample (or it is not visible to this key)."""
+
+
+class InvalidId(SampleNotFound):
+    """An id (from a webhook, the command line or an answer) that cannot be one: never put into a URL path."""
+
+
+# Gencove ids are UUIDs, the legacy ones integers: anything else (a `/`, `..`, `?`) could steer a request path.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def checked_id(value: str, what: str = "sample") -> str:
+    if not _ID.fullmatch(value):
+        raise InvalidId(f"{what} id {value!r} is not a valid id")
+    return value
+
+
+class MalformedResponse(ValueError):
+    """The API answered without a field the mirror needs; the message names the sample and the field."""
 
 
 class RestoreNotSupported(NotImplementedError):
@@ -135,7 +154,10 @@ class V2Platform:
         # aclosing: leaving the loop early must stop the paging generator now, not at garbage collection.
         async with aclosing(pages) as rows:  # type: ignore[type-var]
             async for row in rows:
-                summary = _summary(row)
+                try:
+                    summary = _summary(row)
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    raise MalformedResponse(f"project {self.project_id}: a listed sample {_what(e)}") from None
                 if since is not None and summary.modified < since:
                     return  # sorted newest first: everything after this is older still
                 yield summary
@@ -143,27 +165,15 @@ class V2Platform:
     async def sample(self, sample_id: str) -> SampleDetail:
         api = await self._api()
         try:
-            doc = await api.sample(sample_id)
+            doc = await api.sample(checked_id(sample_id))
         except ApiError as e:
             if e.status == 404:
                 raise SampleNotFound(f"sample {sample_id} not found") from None
             raise
-        files = []
-        for f in doc.get("files") or []:
-            url = f.get("download_url") or None
-            checksum = f.get("checksum_sha256") or None
-            files.append(
-                Deliverable(
-                    file_id=str(f["id"]),
-                    file_type=str(f.get("file_type") or ""),
-                    url=url,
-                    size=f.get("size"),
-                    sha256=checksum.lower() if checksum else None,
-                    default_filename=default_filename(url) if url else str(f.get("s3_path") or "").rpartition("/")[2],
-                )
-            )
-        project = doc.get("project")
-        return SampleDetail(_summary(doc), str(project) if project else None, tuple(files))
+        try:
+            return _detail(doc)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise MalformedResponse(f"sample {sample_id}: the API's answer {_what(e)}") from None
 
     async def restore(self, sample_ids: Sequence[str]) -> None:
         api = await self._api()
@@ -178,6 +188,31 @@ class V2Platform:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def _what(e: Exception) -> str:
+    if isinstance(e, KeyError) and e.args:
+        return f"has no {e.args[0]!r} field"
+    return f"is malformed ({type(e).__name__}: {e})"
+
+
+def _detail(doc: dict[str, Any]) -> SampleDetail:
+    files = []
+    for f in doc.get("files") or []:
+        url = f.get("download_url") or None
+        checksum = f.get("checksum_sha256") or None
+        files.append(
+            Deliverable(
+                file_id=str(f["id"]),
+                file_type=str(f.get("file_type") or ""),
+                url=url,
+                size=f.get("size"),
+                sha256=checksum.lower() if checksum else None,
+                default_filename=default_filename(url) if url else str(f.get("s3_path") or "").rpartition("/")[2],
+            )
+        )
+    project = doc.get("project")
+    return SampleDetail(_summary(doc), str(project) if project else None, tuple(files))
 
 
 def _summary(doc: dict[str, Any]) -> SampleSummary:

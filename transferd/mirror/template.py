@@ -1,4 +1,4 @@
-"""Download paths from a `gencove download`-compatible template. Pure: no I/O.
+"""Download paths from a `gencove download`-compatible template. Pure, except `resolve_inside` (real paths).
 
 Tokens: `{client_id}`, `{gencove_id}`, `{file_type}`, `{file_extension}`, `{default_filename}`.
 Unlike the reference client we never let a value escape the destination: every token value is made a
@@ -120,11 +120,16 @@ def render(template: str, naming: FileNaming) -> str:
 
 
 def resolve_inside(destination: Path, relative: str) -> Path:
-    """`destination/relative`, refusing anything that would land outside the destination."""
-    root = os.path.abspath(destination)
-    target = os.path.abspath(os.path.join(root, relative))
-    if os.path.commonpath([root, target]) != root or target == root:
-        raise TemplateError(f"path {relative!r} would land outside {root}")
+    """`destination/relative` (absolute, as configured), refusing anything that lands outside the destination:
+    lexically, and by real path, through a symlink that exists now (this reads the file system; the writes
+    themselves re-check, see confined.py). The destination itself may be a symlink (to a mount)."""
+    base = os.path.abspath(destination)
+    target = os.path.normpath(os.path.join(base, relative))
+    if os.path.commonpath([base, target]) != base or target == base:
+        raise TemplateError(f"path {relative!r} would land outside {base}")
+    root, real = os.path.realpath(base), os.path.realpath(target)
+    if os.path.commonpath([root, real]) != root or real == root:
+        raise TemplateError(f"{target} resolves to {real}, outside {root} (a symbolic link); refusing to write there")
     return Path(target)
 
 

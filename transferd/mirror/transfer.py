@@ -1,6 +1,8 @@
 """One file, downloaded safely: ranged, resumable, verified, then atomically placed.
 
-The bytes go to `<dest>.part`. Every attempt first hashes what the `.part` already holds (in a thread) and asks
+The bytes go to `.<name>.<file id>.part` beside the destination (a name no deliverable takes), written through
+`confined` (no symlink below the destination root is followed; a temp file is continued only when the journal
+says it is ours). Every attempt first hashes what the `.part` already holds (in a thread) and asks
 for the rest with `Range: bytes=<have>-`; a 200 instead of 206 restarts from 0. Size and sha256 are checked
 before `fsync`, `os.replace` and an fsync of the directory, so a file under its final name is always complete
 and verified. A mismatch deletes the `.part` and retries (the retry policy's "integrity" reason); a 403 means
@@ -21,6 +23,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from transferd import __version__
 from transferd.journal import Journal
 from transferd.journal import downloads as jd
 from transferd.log import event
+from transferd.mirror import confined
 from transferd.mirror.platform import Deliverable
 from transferd.retry import DEFAULT_POLICY, ApiError, Policy, TransferIntegrityError, retrying
 from transferd.stats import STATS
@@ -74,12 +78,19 @@ class FileJob:
     sample_id: str
     client_id: str
     deliverable: Deliverable
-    dest: Path
+    dest: Path  # inside `root`
     verify: str  # "sha256" | "size"
+    root: Path  # the destination root: nothing below it is reached through a symlink
+    check: confined.RootCheck | None = None  # the destination as last found usable, verified at every write
 
     @property
     def part(self) -> Path:
-        return self.dest.with_name(self.dest.name + ".part")
+        return self.dest.with_name(confined.part_name(self.dest.name, self.deliverable.file_id))
+
+    @property
+    def folders(self) -> tuple[str, ...]:
+        """The components of the dest's folder below the root."""
+        return self.dest.relative_to(self.root).parts[:-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,24 +159,38 @@ class Transfer:
     async def fetch(self, job: FileJob, urls: UrlSource) -> FileResult:
         """Mirror one file. Never raises except on cancellation: failures are journalled and returned."""
         d = job.deliverable
-        claim = await self.journal.run(
-            jd.claim_file, job.source, project_id=job.project_id, sample_id=job.sample_id, client_id=job.client_id,
-            file_id=d.file_id, file_type=d.file_type, dest_path=str(job.dest), size=d.size, sha256=d.sha256,
-        )  # fmt: skip
-        if claim is not None:
-            msg = (
-                f"{job.dest}: file {d.file_id} ({d.file_type}) of sample {job.sample_id} collides with file "
-                f"{claim.file_id} of sample {claim.sample_id}, which already owns this path; change the template"
-            )
-            return await self._failed(job, msg, 0)
-        if self.skip_existing and await self._already_there(job):
-            if self.on_bytes is not None and d.size:
-                self.on_bytes(d.size)  # progress counts work already done
-            return FileResult(job, "present")
+        if len(job.dest.name.encode()) > confined.NAME_MAX:  # would download in full, then fail to be renamed
+            return await self.refuse(job, f"{job.dest}: File name too long ({len(job.dest.name.encode())} bytes, "
+                                          f"the limit is {confined.NAME_MAX}); use a shorter template")  # fmt: skip
+        try:
+            prior = await self.journal.run(jd.file_row, job.source, d.file_id)
+            claim = await self.journal.run(
+                jd.claim_file, job.source, project_id=job.project_id, sample_id=job.sample_id,
+                client_id=job.client_id, file_id=d.file_id, file_type=d.file_type, dest_path=str(job.dest),
+                size=d.size, sha256=d.sha256,
+            )  # fmt: skip
+            if claim is not None:
+                msg = (
+                    f"{job.dest}: file {d.file_id} ({d.file_type}) of sample {job.sample_id} collides with file "
+                    f"{claim.file_id} of sample {claim.sample_id}, which already owns this path; change the template"
+                )
+                return await self._failed(job, msg, 0)
+            if self.skip_existing and await self._already_there(job):
+                if self.on_bytes is not None and d.size:
+                    self.on_bytes(d.size)  # progress counts work already done
+                return FileResult(job, "present")
+        except OSError as e:  # a name over NAME_MAX, an unreadable or symlinked folder: this file fails alone
+            return await self._failed(job, f"{job.dest}: {e.strerror or e}", 0)
+        except Exception as e:  # never an exception that would cancel the sample's other files
+            return await self._failed(job, f"{job.dest}: {type(e).__name__}: {e}", 0)
+        # A temp file left by an earlier pass is continued only when the journal says this file wrote it.
+        ours = prior is not None and prior.state != "done" and (prior.dest_path, prior.size, prior.sha256) == (
+            str(job.dest), d.size, d.sha256
+        )
         moved = 0
         async with self._slots:
             STATS.in_flight("download", objects=1, nbytes=self.buffer)
-            live = _Live(url=urls.current(), moved=0)  # a sibling may have refreshed while we queued
+            live = _Live(url=urls.current(), moved=0, ours=ours)  # a sibling may have refreshed while we queued
             try:
                 async for attempt in retrying(f"download.{job.verify}", self.policy):
                     with attempt:
@@ -175,7 +200,7 @@ class Transfer:
                 raise  # the .part stays for the next run; the journal says `partial`
             except OSError as e:
                 if e.errno in DISK_FULL:
-                    await asyncio.to_thread(_unlink, job.part)  # give the space back
+                    await asyncio.to_thread(_remove_part, job)  # give the space back
                     msg = f"{job.dest}: disk full ({os.strerror(e.errno)}); removed the .part"
                     return await self._failed(job, msg, 0)
                 return await self._failed(job, f"{job.dest}: {e.strerror or e}", await _size(job.part))
@@ -189,7 +214,22 @@ class Transfer:
                 STATS.in_flight("download", objects=-1, nbytes=-self.buffer)
         STATS.file_done("download")
         STATS.object_done("download")
+        if ours:
+            await self._drop_old_part(job)
         return FileResult(job, "downloaded", nbytes=moved)
+
+    async def _drop_old_part(self, job: FileJob) -> None:
+        """Earlier versions wrote `<name>.part`: once the file is placed, remove the one it left, unless a
+        deliverable owns that path (`x.bam.part` is a valid name)."""
+        old = job.dest.with_name(job.dest.name + ".part")
+        if await self.journal.run(jd.path_owned, str(old)):
+            return
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(_unlink_plain, job, old.name)
+
+    async def refuse(self, job: FileJob, msg: str) -> FileResult:
+        """Fail a file without touching the disk or the network (its path is refused)."""
+        return await self._failed(job, msg, 0)
 
     async def _failed(self, job: FileJob, msg: str, bytes_done: int) -> FileResult:
         msg = scrub(msg)
@@ -202,7 +242,7 @@ class Transfer:
         """Recognise a placed file from the journal (size, mtime, checksum), hashing only a file we never saw."""
         d = job.deliverable
         row = await self.journal.run(jd.file_row, job.source, d.file_id)
-        st = await asyncio.to_thread(_stat, job.dest)
+        st = await asyncio.to_thread(_stat_placed, job)
         if row is None or st is None:
             return False
         if row.state == "done":
@@ -214,7 +254,7 @@ class Transfer:
         if d.size is None or st.st_size != d.size:
             return False
         if d.sha256 is not None:
-            if await asyncio.to_thread(_hash_file, job.dest) != d.sha256:
+            if await asyncio.to_thread(_hash_placed, job) != d.sha256:
                 return False
         elif job.verify != "size":
             return False
@@ -247,8 +287,8 @@ class Transfer:
         d = job.deliverable
         if live.url is None:
             raise DownloadError(f"{job.dest}: no download URL")
-        await asyncio.to_thread(job.dest.parent.mkdir, parents=True, exist_ok=True)
-        part = await _open_part(job.part)
+        part = await _open_part(job, live.ours)
+        live.ours = True  # made or continued by this fetch
         try:
             await self._fill(job, live, part)
             size, digest = part.size, part.hasher.hexdigest()
@@ -266,7 +306,7 @@ class Transfer:
                 if live.integrity_failures >= MAX_INTEGRITY_FAILURES:
                     raise DownloadError(f"{job.dest}: {problem}, {live.integrity_failures} times in a row; giving up")
                 raise TransferIntegrityError(f"{job.dest}: {problem}; deleted the .part")
-            mtime_ns = await part.op(part.place, job.dest)
+            mtime_ns = await part.op(part.place, job.dest.name)
         finally:
             await part.aclose()
         await self.journal.run(
@@ -285,7 +325,7 @@ class Transfer:
             return  # complete already (interrupted between the last byte and the rename): verify it
         have = part.size
         if d.size is not None:
-            await asyncio.to_thread(_check_space, job.dest.parent, d.size - have)
+            await part.op(part.check_space, d.size - have)
         headers = {"Range": f"bytes={have}-"} if have else {}
         assert live.url is not None
         async with _no_url_in_errors(live.url), self._http().get(live.url, headers=headers) as resp:
@@ -319,10 +359,19 @@ class Transfer:
             held = 0
             next_progress = have + PROGRESS_EVERY
             on_bytes = self.on_bytes
+            # Never more than the declared size (else the Content-Length): a body that does not end stops here.
+            limit = d.size if d.size is not None else live.total
             try:
                 async for chunk in resp.content.iter_any():
-                    chunks.append(chunk)
                     n = len(chunk)
+                    if limit is not None and part.size + held + n > limit:
+                        chunks, held = [], 0  # nothing past the limit is written, and nothing of this body kept
+                        await part.op(part.discard)
+                        raise DownloadError(
+                            f"{job.dest}: the server sent more than the declared {limit} bytes; stopped reading and "
+                            "removed the .part"
+                        )
+                    chunks.append(chunk)
                     held += n
                     live.moved += n
                     STATS.add_bytes("download", n)
@@ -354,6 +403,7 @@ class _Live:
     total: int | None = None
     resumed: bool = False  # a resumed offset was counted for progress
     integrity_failures: int = 0
+    ours: bool = False  # an existing temp file may be continued (the journal or this fetch made it)
 
 
 class _PartFile:
@@ -364,22 +414,30 @@ class _PartFile:
     closed only after the operations before it, so no thread ever touches a closed or reused fd.
     """
 
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path, self.fd = path, fd
+    def __init__(self, path: Path, dir_fd: int, fd: int) -> None:
+        self.path, self.dir_fd, self.fd = path, dir_fd, fd
         self.size = os.fstat(fd).st_size
         self.hasher = hashlib.sha256()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part")
         self._closed = False
 
     @classmethod
-    def open(cls, path: Path) -> _PartFile:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    def open(cls, job: FileJob, ours: bool) -> _PartFile:
+        path = job.part
+        dir_fd = confined.open_dir(job.root, job.folders, create=True, check=job.check)
+        assert dir_fd is not None
+        try:
+            fd = confined.open_part(dir_fd, path.name, path, ours=ours)
+        except BaseException:
+            os.close(dir_fd)
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            os.close(dir_fd)
             raise DownloadError(f"{path} is being written by another transferd process") from None
-        return cls(path, fd)
+        return cls(path, dir_fd, fd)
 
     async def op(self, fn: Callable[..., T], *args: Any) -> T:
         fut = asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -424,26 +482,26 @@ class _PartFile:
             self.size += len(c)
 
     def discard(self) -> None:
-        _unlink(self.path)
+        if confined.same_file(self.fd, self.dir_fd, self.path.name):
+            os.unlink(self.path.name, dir_fd=self.dir_fd)
         self.truncate()
 
-    def place(self, dest: Path) -> int:
-        """fsync, rename over `dest`, fsync the directory; returns the placed file's mtime_ns."""
-        os.fsync(self.fd)
-        os.replace(self.path, dest)
-        dir_fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return os.stat(dest).st_mtime_ns
+    def place(self, dest_name: str) -> int:
+        """fsync, rename over `dest_name` in the same folder, fsync the folder; the placed file's mtime_ns."""
+        return confined.place(self.fd, self.dir_fd, self.path.name, dest_name, self.path.with_name(dest_name))
+
+    def check_space(self, needed: int) -> None:
+        """Fail before writing when the disk cannot hold the rest of the file."""
+        st = os.fstatvfs(self.dir_fd)
+        if st.f_bavail * st.f_frsize < needed:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path.parent))
 
     def close_soon(self) -> asyncio.Future[None] | None:
         """Queue the close (and unlock) behind the pending operations."""
         if self._closed:
             return None
         self._closed = True
-        fut = asyncio.get_running_loop().run_in_executor(self._thread, os.close, self.fd)
+        fut = asyncio.get_running_loop().run_in_executor(self._thread, _close_both, self.fd, self.dir_fd)
         fut.add_done_callback(_retrieve)
         self._thread.shutdown(wait=False)
         return fut
@@ -459,8 +517,15 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-async def _open_part(path: Path) -> _PartFile:
-    fut = asyncio.get_running_loop().run_in_executor(None, _PartFile.open, path)
+def _close_both(fd: int, dir_fd: int) -> None:
+    try:
+        os.close(fd)
+    finally:
+        os.close(dir_fd)
+
+
+async def _open_part(job: FileJob, ours: bool) -> _PartFile:
+    fut = asyncio.get_running_loop().run_in_executor(None, _PartFile.open, job, ours)
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
@@ -480,36 +545,64 @@ async def _no_url_in_errors(url: str) -> AsyncIterator[None]:
         raise DownloadError(f"invalid download URL {url_for_log(url)}") from None
 
 
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+def _remove_part(job: FileJob) -> None:
+    with contextlib.suppress(OSError):
+        dir_fd = confined.open_dir(job.root, job.folders, create=False)
+        if dir_fd is not None:
+            try:
+                if (st := confined.lstat_in(dir_fd, job.part.name)) is not None and stat.S_ISREG(st.st_mode):
+                    os.unlink(job.part.name, dir_fd=dir_fd)
+            finally:
+                os.close(dir_fd)
 
 
-def _stat(path: Path) -> os.stat_result | None:
+def _unlink_plain(job: FileJob, name: str) -> None:
+    """Remove `name` beside the file when it is a regular file with one link (never through a symlink)."""
+    dir_fd = confined.open_dir(job.root, job.folders, create=False, check=job.check)
+    if dir_fd is None:
+        return
     try:
-        return path.stat()
-    except FileNotFoundError:
+        st = confined.lstat_in(dir_fd, name)
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            os.unlink(name, dir_fd=dir_fd)
+            event(log, "mirror.old_part_removed", file=str(job.dest.with_name(name)))
+    finally:
+        os.close(dir_fd)
+
+
+def _stat_placed(job: FileJob) -> os.stat_result | None:
+    """The placed file's stat, reached without following symlinks; None unless it is a regular file."""
+    dir_fd = confined.open_dir(job.root, job.folders, create=False, check=job.check)
+    if dir_fd is None:
         return None
+    try:
+        st = confined.lstat_in(dir_fd, job.dest.name)
+    finally:
+        os.close(dir_fd)
+    return st if st is not None and stat.S_ISREG(st.st_mode) else None
 
 
 async def _size(path: Path) -> int:
-    st = await asyncio.to_thread(_stat, path)
-    return st.st_size if st else 0
+    try:
+        st = await asyncio.to_thread(os.lstat, path)
+    except OSError:
+        return 0
+    return st.st_size
 
 
-def _hash_file(path: Path) -> str:
+def _hash_placed(job: FileJob) -> str:
+    dir_fd = confined.open_dir(job.root, job.folders, create=False)
+    if dir_fd is None:
+        return ""
+    try:
+        fd = os.open(job.dest.name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with os.fdopen(fd, "rb") as f:
         while block := f.read(MAX_BUFFER):
             h.update(block)
     return h.hexdigest()
-
-
-def _check_space(folder: Path, needed: int) -> None:
-    """Fail before writing when the disk cannot hold the rest of the file."""
-    st = os.statvfs(folder)
-    if st.f_bavail * st.f_frsize < needed:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
 
 
 def _content_range_start(value: str | None) -> int | None:

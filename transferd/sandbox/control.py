@@ -15,7 +15,8 @@
 | PUT/DELETE /_sandbox/webhooks/{project_id}  | {"url", "secret"}                              |
 | GET  /_sandbox/webhook-deliveries           |                                                |
 | GET  /_sandbox/uploads, /_sandbox/assignments, /_sandbox/samples?project_id= |               |
-| POST /_sandbox/samples/{id}/status          | {"status", "note"?}                            |
+| POST /_sandbox/samples/{id}/status          | {"status", "note"?, "modified"?}               |
+| POST /_sandbox/samples/{id}/files           | {"file_type", "filename", "size", "seed"}      |
 
 The matching synchronous client is `control_client.SandboxControl`.
 """
@@ -23,6 +24,7 @@ The matching synchronous client is `control_client.SandboxControl`.
 from __future__ import annotations
 
 from dataclasses import asdict, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -31,7 +33,7 @@ from transferd.sandbox import lifecycle, render
 from transferd.sandbox.api import HUB, Handler, authorized, json_response, read_json
 from transferd.sandbox.control_client import SandboxControl  # the client of these routes, re-exported
 from transferd.sandbox.faults import FaultError, parse_rule
-from transferd.sandbox.state import Invalid, NotFound, Sample, Settings, Subscription, Upload
+from transferd.sandbox.state import Invalid, NotFound, Sample, SampleFile, Settings, Subscription, Upload, new_id
 
 if TYPE_CHECKING:
     from transferd.sandbox.runtime import Sandbox
@@ -263,9 +265,34 @@ async def sample_status(request: web.Request) -> web.Response:
     sample = hub.state.set_sample_status(
         request.match_info["sample_id"], wanted, hub.now(), note=str(body.get("note", ""))
     )
+    if body.get("modified"):  # a sample dated by a server whose clock is off
+        try:
+            modified = datetime.fromisoformat(str(body["modified"]))
+        except ValueError:
+            raise Invalid({"modified": ["An ISO-8601 time with a zone is required."]}) from None
+        sample = replace(sample, modified=modified)
+        hub.state.samples[sample.id] = sample
     if wanted.startswith(("succeeded", "failed")):
         lifecycle.notify(hub, "analysis_complete_v2", sample.project_id, [sample])
     return json_response(_sample_json(hub, sample))
+
+
+async def add_file(request: web.Request) -> web.Response:
+    """A deliverable with a chosen name and size added to a sample (names the pipeline never makes, e.g. a
+    `.part` suffix); `seed` makes the bytes. The sample's `modified` moves, as a re-delivery's would."""
+    hub = request.app[HUB]
+    sample = hub.state.sample(request.match_info["sample_id"])
+    body = await read_json(request) or {}
+    filename, file_type = str(body.get("filename") or ""), str(body.get("file_type") or "")
+    if not filename or "/" in filename or not file_type:
+        raise Invalid({"filename": ["A filename without '/' and a file_type are required."]})
+    key = f"projects/{sample.project_id}/samples/{sample.id}/extra/{new_id()}"
+    bucket = hub.config.deliverables_bucket
+    await hub.store.put_generated(bucket, key, max(0, int(body.get("size", 1000))), int(body.get("seed", 0)))
+    checksum, size = await hub.store.sha256(bucket, key)
+    added = SampleFile(new_id(), file_type, bucket, key, size, checksum, filename)
+    hub.state.samples[sample.id] = replace(sample, files=(*sample.files, added), modified=hub.now())
+    return json_response(_sample_json(hub, hub.state.sample(sample.id)), 201)
 
 
 def add_routes(app: web.Application) -> None:
@@ -290,3 +317,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"{PREFIX}/assignments", assignments)
     r.add_get(f"{PREFIX}/samples", samples)
     r.add_post(f"{PREFIX}/samples/{{sample_id}}/status", sample_status)
+    r.add_post(f"{PREFIX}/samples/{{sample_id}}/files", add_file)

@@ -3,7 +3,7 @@
 `GET|HEAD /_dl/<file_id>?expires=<unix>&sig=<hmac>&response-content-disposition=attachment%3B%20filename%3D<name>`
 checks the HMAC and the expiry (403 AccessDenied otherwise), honours a single `Range` (206 +
 Content-Range; 416 when unsatisfiable) and streams the object from S3 chunk by chunk. Download faults
-(corrupt bytes, reset mid-body, latency, status) are applied here.
+(corrupt bytes, reset mid-body, an endless body, latency, status) are applied here.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from transferd.sandbox.runtime import Sandbox
 
 CHUNK = 256 * 1024
+ENDLESS_CAP = 1024**3  # an "endless" body still ends here, so a client that never stops cannot hang a test
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -175,6 +176,24 @@ async def serve_download(request: web.Request, hub: Sandbox) -> web.StreamRespon
         )
 
 
+async def _endless(request: web.Request, response: web.StreamResponse) -> tuple[web.StreamResponse, int]:
+    """Bytes until the client goes away (chunked: no Content-Length to tell it when to stop)."""
+    del response.headers["Content-Length"]
+    response.headers.pop("Content-Range", None)
+    response.enable_chunked_encoding()
+    sent = 0
+    block = b"\xee" * CHUNK
+    try:
+        await response.prepare(request)
+        while sent < ENDLESS_CAP:
+            await response.write(block)
+            sent += len(block)
+        await response.write_eof()
+    except (ConnectionResetError, ConnectionError):
+        pass  # the client stopped reading: the point of the fault
+    return response, sent
+
+
 async def _stream(
     request: web.Request,
     hub: Sandbox,
@@ -198,6 +217,8 @@ async def _stream(
         await response.write_eof()
         return response, 0
     rule = effect.rule
+    if rule is not None and rule.endless and request.method == "GET":
+        return await _endless(request, response)
     corrupt = rule is not None and rule.corrupt
     cut = rule.reset_after_bytes if rule is not None else None
     sent = 0

@@ -15,6 +15,7 @@ A rule is a JSON object. Shapes (keys not shown are optional):
                                               framing, and no checksum is checked or named
     {"target": "download", "corrupt": true, "times": 1}            (+ "file_id" / "file_type")
     {"target": "download", "reset_after_bytes": 1000, "times": 1}
+    {"target": "download", "endless": true}                        a body that never ends (no Content-Length)
     {"credentials_ttl": 5}      upload-credentials expire 5 s after issue
     {"url_ttl": 2}              signed download URLs expire 2 s after issue
     {"target": "deleted_path", "path": "gncv://f/S1_R1.fastq.gz"}  uploads-post-data answers 400
@@ -72,12 +73,15 @@ class FaultRule:
     reset: bool = False
     reset_after_bytes: int | None = None
     corrupt: bool = False
+    endless: bool = False
     credentials_ttl: float | None = None
     url_ttl: float | None = None
 
     @property
     def has_effect(self) -> bool:
-        return self.status is not None or self.reset or self.corrupt or self.reset_after_bytes is not None
+        return (
+            self.status is not None or self.reset or self.corrupt or self.endless or self.reset_after_bytes is not None
+        )
 
     def describe(self) -> str:
         if self.status is not None:
@@ -88,6 +92,8 @@ class FaultRule:
             return f"reset after {self.reset_after_bytes} bytes"
         if self.corrupt:
             return "corrupt"
+        if self.endless:
+            return "endless"
         if self.response_latency:
             return f"response latency {self.response_latency}s"
         if self.read_rate:
@@ -151,6 +157,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "reset": (bool,),
     "reset_after_bytes": (int,),
     "corrupt": (bool,),
+    "endless": (bool,),
     "credentials_ttl": (int, float),
     "url_ttl": (int, float),
 }

@@ -33,7 +33,7 @@ from transferd.log import event, setup_logging
 from transferd.metrics import build_registry
 from transferd.retry import Policy
 from transferd.service import components
-from transferd.service.health import Health, RootProber, check_api, check_journal
+from transferd.service.health import Check, Health, RootProber, check_api, check_journal
 from transferd.service.http import HttpServer, WebhookHandler, build_app
 from transferd.service.reload import plan_reload
 from transferd.service.sdnotify import notify, status_line, watchdog_interval
@@ -312,6 +312,10 @@ class Daemon:
                 check, roots = await prober.probe([w.path for w in self.cfg.watches], view)
                 self.health.roots = roots
                 self.health.set("roots", check)
+                if self._mirror is not None:  # the mirror probes its destination itself (a hung mount cannot hang us)
+                    self.health.set("destination", Check(*self._mirror[0].destination_check()))
+                else:
+                    self.health.checks.pop("destination", None)
                 await asyncio.sleep(LOCAL_CHECK_INTERVAL)
         finally:
             prober.close()

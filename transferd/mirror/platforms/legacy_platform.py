@@ -140,7 +140,7 @@ class LegacyPlatform:
 
     # -- one sample --------------------------------------------------------------------------------------------
     async def sample(self, sample_id: str) -> SampleDetail:
-        if not sample_id.isdigit():  # e.g. a v2 UUID named by a webhook: not one of ours
+        if not (sample_id.isascii() and sample_id.isdigit()):  # e.g. a v2 UUID from a webhook: not one of ours
             raise SampleNotFound(f"{self.gen.member} {sample_id} not found")
         row, raw = await self._row(sample_id)
         summary = self._summaries.get(sample_id)
@@ -275,6 +275,6 @@ def make_legacy_platform(source: ProjectSource, config: Config, secret: str) -> 
     except ValueError as e:
         raise ConfigError(str(config.file), where, f"api_key_file: {e}") from None
     dl = config.download
-    traits = TraitsWriter(dl.destination, dl.template, dl.file_types) if dl.destination is not None else None
+    traits = TraitsWriter(dl.destination, dl.template, dl.file_types, dl.marker) if dl.destination is not None else None
     timeout = config.gencove.request_timeout
     return LegacyPlatform(gen, host, credential, source.id, traits=traits, file_types=dl.file_types, timeout=timeout)
