@@ -143,6 +143,16 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    """How every HTTP client reaches the outside (API, S3, downloads). Unset keys fall back to the usual
+    environment: HTTPS_PROXY/HTTP_PROXY/NO_PROXY, and SSL_CERT_FILE/REQUESTS_CA_BUNDLE/AWS_CA_BUNDLE."""
+
+    proxy: str = ""  # e.g. http://proxy.example.org:3128; empty: the environment's, if any
+    no_proxy: tuple[str, ...] = ()  # hosts (or .domain suffixes) reached directly
+    ca_file: Path | None = None  # PEM of a private CA (e.g. a proxy that re-signs TLS), trusted besides the system's
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     file: Path
     gencove: GencoveConfig = field(default_factory=GencoveConfig)
@@ -153,6 +163,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def api_key(self) -> str:
         return resolve_api_key(self)
@@ -427,6 +438,18 @@ def _log(t: _Table) -> LogConfig:
     return cfg
 
 
+def _network(t: _Table) -> NetworkConfig:
+    cfg = NetworkConfig(
+        proxy=_url(t, "proxy", "", allow_empty=True),
+        no_proxy=t.str_list("no_proxy"),
+        ca_file=t.path("ca_file"),
+    )
+    if cfg.ca_file is not None and not cfg.ca_file.is_file():
+        t.fail("ca_file", f"{cfg.ca_file} is not a readable file")
+    t.finish()
+    return cfg
+
+
 def _service(t: _Table) -> ServiceConfig:
     d = ServiceConfig()
     cfg = ServiceConfig(
@@ -456,6 +479,7 @@ def parse_config(data: dict[str, Any], file: Path) -> Config:
         metrics=section("metrics", _metrics, MetricsConfig()),
         log=section("log", _log, LogConfig()),
         service=section("service", _service, ServiceConfig()),
+        network=section("network", _network, NetworkConfig()),
     )
     top.finish()
     paths = [w.path for w in watches]

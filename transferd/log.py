@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -99,10 +100,25 @@ def _kv_value(v: Any) -> str:
     return s
 
 
+# syslog priorities of the sd-daemon `<N>` line prefix journald reads from a service's stderr.
+_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+
+def journald_stream(stream: Any) -> bool:
+    """True when `stream` is the journal's stream socket: systemd sets JOURNAL_STREAM to its `device:inode`."""
+    want = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return want == f"{st.st_dev}:{st.st_ino}"
+
+
 class _Formatter(logging.Formatter):
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, priorities: bool = False) -> None:
         super().__init__()
         self.json = fmt == "json"
+        self.priorities = priorities  # `<N>` prefixes, so `journalctl -p warning` shows warnings and errors
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = dict(getattr(record, "fields", {}) or {})
@@ -121,7 +137,11 @@ class _Formatter(logging.Formatter):
             parts = [f"ts={ts}", f"level={record.levelname.lower()}", f"event={_kv_value(msg)}"]
             parts += [f"{k}={_kv_value(v)}" for k, v in fields.items()]
             line = " ".join(parts)
-        return redact(line)
+        line = redact(line)
+        if self.priorities:
+            level = max((lv for lv in _PRIORITY if lv <= record.levelno), default=logging.DEBUG)
+            line = f"<{_PRIORITY[level]}>{line}"
+        return line
 
 
 def setup_logging(level: str = "info", fmt: str = "kv", stream: Any = None) -> None:
@@ -130,8 +150,9 @@ def setup_logging(level: str = "info", fmt: str = "kv", stream: Any = None) -> N
     for h in list(root.handlers):
         if getattr(h, "_transferd", False):
             root.removeHandler(h)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(_Formatter(fmt))
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(_Formatter(fmt, priorities=journald_stream(stream)))
     handler._transferd = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())

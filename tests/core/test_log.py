@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +57,22 @@ def test_event_without_exc_info_has_no_traceback() -> None:
     setup_logging("info", "kv", stream=out)
     event(logging.getLogger("test.log"), "upload.part_done", part=7)
     assert "traceback" not in out.getvalue() and "part=7" in out.getvalue()
+
+
+def test_lines_carry_journald_priorities_only_on_the_journal_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd names its stream socket in JOURNAL_STREAM (device:inode); then each line starts with `<N>`, so
+    `journalctl -p warning` shows warnings and errors. Anywhere else (a terminal, a file) lines stay plain."""
+    log = logging.getLogger("transferd.test.journald")
+    for journal in (True, False):
+        path = tmp_path / f"stderr-{journal}.log"
+        with open(path, "w") as stream:
+            st = os.fstat(stream.fileno())
+            monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}" if journal else "1:2")
+            setup_logging("debug", "kv", stream=stream)
+            for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL):
+                event(log, "test.line", level, n=level)
+        setup_logging("info", "kv", stream=io.StringIO())
+        heads = [line[:3] for line in path.read_text().splitlines()]
+        assert heads == (["<7>", "<6>", "<4>", "<3>", "<2>"] if journal else ["ts="] * 5)

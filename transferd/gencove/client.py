@@ -24,6 +24,7 @@ from transferd import __version__
 from transferd.errors import TransferdError
 from transferd.gencove.models import Credentials, UploadSlot
 from transferd.log import register_secret
+from transferd.network import DIRECT, Network
 from transferd.retry import DEFAULT_POLICY, ApiError, Policy, call, never_processed
 from transferd.stats import STATS
 
@@ -73,6 +74,7 @@ class GencoveClient:
         session: aiohttp.ClientSession | None = None,
         max_body: int = MAX_BODY,
         max_pages: int = MAX_PAGES,
+        network: Network = DIRECT,
     ) -> None:
         register_secret(api_key)
         self.max_body, self.max_pages = max_body, max_pages
@@ -86,10 +88,12 @@ class GencoveClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=30)
         self._own_session = session is None
         self._session = session
+        self._network = network
+        self._proxy = network.proxy_for(self.base)
 
     async def __aenter__(self) -> GencoveClient:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = self._network.session(timeout=self._timeout)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -107,7 +111,8 @@ class GencoveClient:
         outcome = "error"
         try:
             async with self._session.request(
-                method, self.base + path, json=body, params=params, headers=self._headers, timeout=self._timeout
+                method, self.base + path, json=body, params=params, headers=self._headers, timeout=self._timeout,
+                proxy=self._proxy,
             ) as resp:
                 raw = await read_body(resp, self.max_body)
                 outcome = str(resp.status)

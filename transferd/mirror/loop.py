@@ -32,6 +32,7 @@ from transferd.mirror.platform import Deliverable, Platform, SampleDetail, Sampl
 from transferd.mirror.recheck import RecheckReport, recheck
 from transferd.mirror.template import FileNaming, TemplateError, plan_sample, resolve_inside
 from transferd.mirror.transfer import FileJob, FileResult, Transfer, UrlSource
+from transferd.network import Network
 from transferd.retry import DEFAULT_POLICY, Policy
 from transferd.stats import STATS
 
@@ -139,7 +140,7 @@ class MirrorLoop:
         self._projects = {p: _Project(p, make_platform(p, config, api_key)) for p in dl.projects}
         self.transfer = Transfer(
             journal, concurrency=dl.concurrency, max_bytes_in_flight=dl.max_bytes_in_flight, policy=policy,
-            skip_existing=skip_existing, on_bytes=on_bytes,
+            skip_existing=skip_existing, on_bytes=on_bytes, network=Network.from_config(config.network),
         )  # fmt: skip
         self._pending: list[tuple[str | None, tuple[str, ...]]] = []
         self._triggered = asyncio.Event()

@@ -33,6 +33,7 @@ from transferd.errors import UsageError
 from transferd.gencove.client import GencoveClient, api_base
 from transferd.gencove.models import parse_time
 from transferd.mirror.template import default_filename
+from transferd.network import DIRECT, Network
 from transferd.retry import ApiError
 
 # Archive states in which the deliverables can be downloaded (the reference client's prefix match).
@@ -135,15 +136,17 @@ class V2Platform:
 
     capabilities = Capabilities(has_checksums=True, supports_restore=True)
 
-    def __init__(self, host: str, api_key: str, project_id: str, *, timeout: float = 120.0) -> None:
+    def __init__(
+        self, host: str, api_key: str, project_id: str, *, timeout: float = 120.0, network: Network = DIRECT
+    ) -> None:
         self.project_id = project_id
         self.source = source_key("v2", host, project_id)
-        self._host, self._key, self._timeout = host, api_key, timeout
+        self._host, self._key, self._timeout, self._network = host, api_key, timeout, network
         self._client: GencoveClient | None = None
 
     async def _api(self) -> GencoveClient:
         if self._client is None:  # the session is made lazily, inside the running loop
-            client = GencoveClient(self._host, self._key, timeout=self._timeout)
+            client = GencoveClient(self._host, self._key, timeout=self._timeout, network=self._network)
             await client.__aenter__()
             self._client = client
         return self._client
@@ -236,7 +239,8 @@ def make_platform(source: ProjectSource, config: Config, api_key: str) -> Platfo
     host = source.host or config.gencove.host
     key = resolve_api_key(config, source.api_key_file) if source.api_key_file else api_key
     if source.api == "v2":
-        return V2Platform(host, key, source.id, timeout=config.gencove.request_timeout)
+        return V2Platform(host, key, source.id, timeout=config.gencove.request_timeout,
+                          network=Network.from_config(config.network))  # fmt: skip
     if source.api in ("legacy-projects", "legacy-apps"):
         from transferd.mirror.platforms.legacy_platform import make_legacy_platform  # imports this module
 

@@ -39,6 +39,7 @@ from transferd.journal import downloads as jd
 from transferd.log import event
 from transferd.mirror import confined
 from transferd.mirror.platform import Deliverable
+from transferd.network import DIRECT, Network
 from transferd.retry import DEFAULT_POLICY, ApiError, Policy, TransferIntegrityError, retrying
 from transferd.stats import STATS
 
@@ -131,8 +132,10 @@ class Transfer:
         policy: Policy = DEFAULT_POLICY,
         skip_existing: bool = True,
         on_bytes: Callable[[int], None] | None = None,
+        network: Network = DIRECT,
     ) -> None:
         self.journal = journal
+        self._network = network
         self.policy = policy
         self.skip_existing = skip_existing
         self.on_bytes = on_bytes
@@ -148,7 +151,7 @@ class Transfer:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
+            self._session = self._network.session(
                 timeout=TIMEOUT,
                 auto_decompress=False,
                 headers={"User-Agent": f"transferd/{__version__}", "Accept-Encoding": "identity"},
@@ -328,7 +331,9 @@ class Transfer:
             await part.op(part.check_space, d.size - have)
         headers = {"Range": f"bytes={have}-"} if have else {}
         assert live.url is not None
-        async with _no_url_in_errors(live.url), self._http().get(live.url, headers=headers) as resp:
+        async with _no_url_in_errors(live.url), self._http().get(
+            live.url, headers=headers, proxy=self._network.proxy_for(live.url)
+        ) as resp:
             if resp.status == 403:
                 await resp.read()
                 raise UrlExpired(f"{job.dest}: HTTP 403 from {url_for_log(live.url)}")

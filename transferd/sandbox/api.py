@@ -15,7 +15,7 @@ from aiohttp import web
 
 from transferd.sandbox import lifecycle, render
 from transferd.sandbox.faults import FaultRule
-from transferd.sandbox.reqlog import Stopwatch
+from transferd.sandbox.reqlog import Stopwatch, peer_of
 from transferd.sandbox.state import DELETED_PATH_MESSAGE, Invalid, NotFound, new_id, validate_destination
 
 if TYPE_CHECKING:
@@ -135,6 +135,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             duration=watch.elapsed(),
             endpoint=endpoint,
             fault=fault,
+            peer=peer_of(request),
         )
 
 

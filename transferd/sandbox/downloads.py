@@ -22,7 +22,7 @@ from aiohttp import web
 from botocore.exceptions import ClientError
 
 from transferd.sandbox.faults import Effect
-from transferd.sandbox.reqlog import Stopwatch
+from transferd.sandbox.reqlog import Stopwatch, peer_of
 from transferd.sandbox.s3proxy import error_response
 from transferd.sandbox.state import NotFound, SampleFile
 
@@ -172,6 +172,7 @@ async def serve_download(request: web.Request, hub: Sandbox) -> web.StreamRespon
             file_id=file_id,
             range=range_header,
             fault=fault,
+            peer=peer_of(request),
             extra={"file_type": file_type} if file_type else {},
         )
 

@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 MAX_ENTRIES = 100_000  # bounded so a soak run cannot grow the sandbox without limit
 
@@ -32,6 +33,7 @@ class LogEntry:
     file_id: str | None = None  # download
     range: str | None = None  # download: the Range header
     fault: str | None = None  # the injected fault, if any
+    peer: str | None = None  # the client's address:port (which connection carried it: direct or a proxy's)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -95,3 +97,10 @@ class Stopwatch:
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self._start, 6)
+
+
+def peer_of(request: Any) -> str | None:
+    """`address:port` of the client end of an aiohttp request's connection."""
+    transport = getattr(request, "transport", None)
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return f"{peer[0]}:{peer[1]}" if peer else None

@@ -30,7 +30,7 @@ from yarl import URL
 from transferd.log import event
 from transferd.sandbox.checksums import ALGORITHMS, BodyCheck, Refusal, composite
 from transferd.sandbox.faults import S3_ERROR_MESSAGES, FaultBook, s3_error_code
-from transferd.sandbox.reqlog import RequestLog, Stopwatch
+from transferd.sandbox.reqlog import RequestLog, Stopwatch, peer_of
 
 log = logging.getLogger("transferd.sandbox")
 
@@ -269,6 +269,7 @@ class S3Proxy:
                 bucket=s3req.bucket,
                 key=s3req.key,
                 fault=fault,
+                peer=peer_of(request),
             )
 
     def _check_complete(self, upload_id: str, raw: bytes) -> Refusal | dict[str, str]:

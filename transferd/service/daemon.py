@@ -31,6 +31,7 @@ from transferd.journal import Journal, log_event
 from transferd.journal import uploads as jq
 from transferd.log import event, setup_logging
 from transferd.metrics import build_registry
+from transferd.network import Network
 from transferd.retry import Policy
 from transferd.service import components
 from transferd.service.health import Check, Health, RootProber, check_api, check_journal
@@ -123,9 +124,14 @@ class Daemon:
         )  # fmt: skip
         try:
             mirror = components.make_mirror(cfg, self.journal, self.api_key) if cfg.download.projects else None
+            network = Network.from_config(cfg.network)
             async with (
-                GencoveClient(cfg.gencove.host, self.api_key, timeout=cfg.gencove.request_timeout) as client,
-                GencoveClient(cfg.gencove.host, self.api_key, timeout=10.0, policy=PROBE_POLICY) as probe,
+                GencoveClient(
+                    cfg.gencove.host, self.api_key, timeout=cfg.gencove.request_timeout, network=network
+                ) as client,
+                GencoveClient(
+                    cfg.gencove.host, self.api_key, timeout=10.0, policy=PROBE_POLICY, network=network
+                ) as probe,
                 asyncio.TaskGroup() as tg,
             ):
                 self._tg = tg

@@ -137,6 +137,7 @@ def main(args: argparse.Namespace) -> int:
 async def _upload(cfg: Config, key: str, watch: WatchConfig, runs: list[Any], state: Path, progress: bool) -> Any:
     from transferd.gencove.client import GencoveClient
     from transferd.journal import Journal
+    from transferd.network import Network
     from transferd.progress import Progress
     from transferd.retry import Policy
     from transferd.upload.pipeline import UploadPipeline
@@ -146,7 +147,7 @@ async def _upload(cfg: Config, key: str, watch: WatchConfig, runs: list[Any], st
     try:
         async with GencoveClient(
             cfg.gencove.host, key, timeout=cfg.gencove.request_timeout,
-            policy=Policy(deadline=cfg.upload.retry_deadline),
+            policy=Policy(deadline=cfg.upload.retry_deadline), network=Network.from_config(cfg.network),
         ) as client:  # fmt: skip
             pipeline = UploadPipeline(cfg, journal, client, on_progress=bar.advance)
             loop = asyncio.get_running_loop()

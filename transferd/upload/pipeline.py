@@ -36,6 +36,7 @@ from transferd.gencove.client import GencoveClient
 from transferd.journal import Journal
 from transferd.journal import uploads as jq
 from transferd.log import event
+from transferd.network import Network
 from transferd.retry import Policy
 from transferd.stats import STATS
 from transferd.upload.assign import Assigner
@@ -282,7 +283,8 @@ class UploadPipeline:
         async with self._s3_lock:
             if self._s3 is None:
                 assert self._stack is not None, "S3 is only available while run() is running"
-                backend = S3Backend(self.config.gencove, self.config.upload, self.client, self._s3_policy)
+                backend = S3Backend(self.config.gencove, self.config.upload, self.client, self._s3_policy,
+                                    Network.from_config(self.config.network))  # fmt: skip
                 self._s3 = await self._stack.enter_async_context(backend)
             return self._s3
 

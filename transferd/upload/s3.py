@@ -38,6 +38,7 @@ from transferd.gencove.client import GencoveClient
 from transferd.gencove.models import Credentials
 from transferd.journal.uploads import PartRow
 from transferd.log import event, register_secret
+from transferd.network import DIRECT, Network
 from transferd.retry import Policy, call, is_credential_error
 from transferd.upload.budget import ByteBudget
 from transferd.upload.putbody import SourcesBody
@@ -195,8 +196,16 @@ class _Provider(CredentialProvider):
 class S3Backend:
     """Use as `async with S3Backend(...) as s3:`; the client lives as long as the block."""
 
-    def __init__(self, gencove: GencoveConfig, upload: UploadConfig, api: GencoveClient, policy: Policy) -> None:
+    def __init__(
+        self,
+        gencove: GencoveConfig,
+        upload: UploadConfig,
+        api: GencoveClient,
+        policy: Policy,
+        network: Network = DIRECT,
+    ) -> None:
         self._gencove = gencove
+        self._network = network
         self._upload = upload
         self._api = api
         self.policy = policy
@@ -228,7 +237,9 @@ class S3Backend:
         }
         if endpoint:
             s3_options["addressing_style"] = "path"
+        network = self._network
         config = AioConfig(
+            **network.botocore_options(self._gencove.s3_endpoint_url),
             region_name=self._gencove.s3_region,
             max_pool_connections=max(10, self._upload.concurrency + 4),
             # One attempt per call: `transferd.retry` is the one retry policy. botocore's own retries would
@@ -243,7 +254,7 @@ class S3Backend:
         )
         try:
             self._client = await self._stack.enter_async_context(
-                session.create_client("s3", endpoint_url=endpoint, config=config)
+                session.create_client("s3", endpoint_url=endpoint, config=config, verify=network.botocore_verify())
             )
         except BaseException:
             await self._stack.aclose()
