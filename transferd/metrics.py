@@ -40,6 +40,8 @@ DIRECTIONS = ("upload", "download")
 SAMPLE_STAGES = ("uploaded", "assigned", "mirrored")
 GZIP_OUTCOMES = ("whole", "broken", "unreadable")
 REPAIR_REASONS = ("missing", "changed")
+ERROR_STAGES = ("upload", "assign", "mirror")  # STATS.error(stage)
+WEBHOOK_OUTCOMES = ("accepted", "duplicate", "bad_signature", "stale", "bad_request")  # STATS.webhook(outcome)
 E2E_STAGES = ("upload", "mirror")
 STATE_TABLES = {  # gauge name -> journal table
     "transferd_runs": "runs",
@@ -153,8 +155,8 @@ class TransferdCollector(Collector):
             ("transferd_transferred_files_total", "files", DIRECTIONS),
             ("transferd_transferred_objects_total", "objects", DIRECTIONS),
             ("transferd_samples_completed_total", "samples", SAMPLE_STAGES),
-            ("transferd_errors_total", "errors", ()),
-            ("transferd_webhook_requests_total", "webhooks", ()),
+            ("transferd_errors_total", "errors", ERROR_STAGES),  # at 0 from the start: increase() sees the first
+            ("transferd_webhook_requests_total", "webhooks", WEBHOOK_OUTCOMES),
             ("transferd_gzip_checks_total", "gzip_checks", GZIP_OUTCOMES),
             ("transferd_mirror_repairs_total", "mirror_repairs", REPAIR_REASONS),
         ):

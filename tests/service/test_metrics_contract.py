@@ -132,3 +132,46 @@ def test_dashboard_and_alerts_use_only_exposed_metrics(scrape: str) -> None:
     assert not used - exposed, f"used but never exposed: {sorted(used - exposed)}"
     for family in ("transferd_backlog_bytes", "transferd_watch_root_up", "transferd_errors_total"):
         assert family in used
+
+
+def test_a_fresh_daemon_exposes_every_counter_with_known_labels_at_0(sandbox: object, tmp_path: Path) -> None:
+    """Counters exist from the first scrape, so `increase()` sees the first error, webhook or repair."""
+    from daemon_harness import Daemon, free_port, write_config
+
+    from transferd.metrics import (
+        DIRECTIONS,
+        ERROR_STAGES,
+        GZIP_OUTCOMES,
+        REPAIR_REASONS,
+        SAMPLE_STAGES,
+        WEBHOOK_OUTCOMES,
+    )
+
+    info = sandbox.info  # type: ignore[attr-defined]
+    port = free_port()
+    (tmp_path / "runs").mkdir()
+    config = write_config(tmp_path / "c.toml", api_url=info.api_url, s3_url=info.s3_url, state=tmp_path / "j.sqlite3",
+                          port=port, watches=[{"path": tmp_path / "runs", "destination": "gncv://fresh"}])  # fmt: skip
+    daemon = Daemon(config, port, {"TRANSFERD_API_KEY": info.api_key}, tmp_path / "daemon.log")
+    try:
+        daemon.wait_http()
+        counters = {
+            (f.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(daemon.scrape()) if f.type == "counter"
+            for s in f.samples if s.name.endswith("_total")
+        }  # fmt: skip
+    finally:
+        daemon.stop()
+    expected = {
+        "transferd_transferred_bytes": ("direction", DIRECTIONS),
+        "transferd_transferred_files": ("direction", DIRECTIONS),
+        "transferd_transferred_objects": ("direction", DIRECTIONS),
+        "transferd_samples_completed": ("stage", SAMPLE_STAGES),
+        "transferd_errors": ("stage", ERROR_STAGES),
+        "transferd_webhook_requests": ("outcome", WEBHOOK_OUTCOMES),
+        "transferd_gzip_checks": ("outcome", GZIP_OUTCOMES),
+        "transferd_mirror_repairs": ("reason", REPAIR_REASONS),
+    }  # fmt: skip
+    for family, (label, values) in expected.items():
+        for value in values:
+            assert counters.get((family, ((label, value),))) == 0.0, (family, value)
