@@ -51,15 +51,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main_check_config(args: argparse.Namespace) -> int:
+    """Every problem of the file at once (exit 2), then what this host would make of it: errors (exit 2) and
+    named warnings."""
     from transferd.config import describe, load_config
+    from transferd.preflight import Level, preflight
 
     cfg = load_config(args.config)
+    findings = preflight(cfg)
     doc = describe(cfg)
+    errors = [f for f in findings if f.level is Level.ERROR]
     if args.json:
+        doc["findings"] = [{"level": f.level.value, "key": f.key, "message": f.message} for f in findings]
         print(json.dumps(doc, indent=2))
     else:
         _print_tree(doc)
-        print(f"\nOK: {cfg.file}: {len(cfg.watches)} watch(es), {len(cfg.download.projects)} mirrored project(s)")
+    for f in findings:
+        print(f.render(cfg.file), file=sys.stderr)
+    if errors:
+        print(f"\n{cfg.file}: {len(errors)} error(s)", file=sys.stderr)
+        return 2
+    if not args.json:
+        warned = f", {len(findings)} warning(s)" if findings else ""
+        print(f"\nOK: {cfg.file}: {len(cfg.watches)} watch(es), {len(cfg.download.projects)} mirrored project(s)"
+              f"{warned}")  # fmt: skip
     return 0
 
 

@@ -7,6 +7,7 @@ human units ("90s", "5m", "64MiB"). Relative paths are resolved against the conf
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tomllib
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from transferd.errors import ConfigError
+from transferd.errors import ConfigError, ConfigErrors
 from transferd.units import parse_duration, parse_size
 
 API_KINDS = ("v2", "legacy-projects", "legacy-apps")
@@ -170,11 +171,18 @@ class Config:
 
 
 # ----------------------------------------------------------------------------------------------------------
-class _Table:
-    """Reads one TOML table, tracking which keys were used so that leftovers are reported."""
+class _Invalid(ConfigError):
+    """One bad key, already recorded: the value falls back to its default so that the rest is still read."""
 
-    def __init__(self, file: Path, prefix: str, data: Any) -> None:
+
+class _Table:
+    """Reads one TOML table, tracking which keys were used so that leftovers are reported. Every problem is
+    recorded in `errors` (shared by the tables of one file), so a config is judged whole, not up to its first
+    mistake; `parse_config` raises them together."""
+
+    def __init__(self, file: Path, prefix: str, data: Any, errors: list[ConfigError] | None = None) -> None:
         self.file, self.prefix = file, prefix
+        self.errors: list[ConfigError] = [] if errors is None else errors
         if not isinstance(data, dict):
             self.fail("", f"expected a table, got {type(data).__name__}")
         self.data: dict[str, Any] = data
@@ -184,7 +192,17 @@ class _Table:
         return f"{self.prefix}.{k}" if self.prefix else k
 
     def fail(self, k: str, msg: str) -> None:
-        raise ConfigError(str(self.file), self.key(k) if k else self.prefix, msg)
+        error = _Invalid(str(self.file), self.key(k) if k else self.prefix, msg)
+        self.errors.append(error)
+        raise error
+
+    def complain(self, k: str, msg: str) -> None:
+        """Record a bad value that falls back to its default; reading goes on."""
+        with contextlib.suppress(_Invalid):
+            self.fail(k, msg)
+
+    def sub(self, k: str, data: Any) -> _Table:
+        return _Table(self.file, self.key(k), data, self.errors)
 
     def _get(self, k: str, required: bool) -> Any:
         self.used.add(k)
@@ -198,17 +216,19 @@ class _Table:
         v = self._get(k, required)
         if v is None:
             return default
-        if isinstance(v, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            self.fail(k, f"expected {what}, got {v!r}")
-        if not isinstance(v, kind):
-            self.fail(k, f"expected {what}, got {v!r}")
+        if (isinstance(v, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))) or not isinstance(
+            v, kind
+        ):
+            self.complain(k, f"expected {what}, got {v!r}")
+            return default
         return v
 
     def string(self, k: str, default: str = "", required: bool = False, choices: tuple[str, ...] = ()) -> str:
         v = self.typed(k, str, default, "a string", required)
         if choices and v not in choices:
-            self.fail(k, f"expected one of {', '.join(choices)}, got {v!r}")
-        return v
+            self.complain(k, f"expected one of {', '.join(choices)}, got {v!r}")
+            return default
+        return v  # type: ignore[no-any-return]
 
     def boolean(self, k: str, default: bool) -> bool:
         return self.typed(k, bool, default, "true or false")
@@ -216,8 +236,9 @@ class _Table:
     def integer(self, k: str, default: int, minimum: int = 0) -> int:
         v = self.typed(k, int, default, "an integer")
         if v < minimum:
-            self.fail(k, f"expected an integer >= {minimum}, got {v}")
-        return v
+            self.complain(k, f"expected an integer >= {minimum}, got {v}")
+            return default
+        return v  # type: ignore[no-any-return]
 
     def _convert(self, k: str, default: Any, parse: Callable[[Any], Any], what: str, required: bool) -> Any:
         v = self._get(k, required)
@@ -226,7 +247,8 @@ class _Table:
         try:
             return parse(v)
         except (ValueError, TypeError):
-            self.fail(k, f"expected {what}, got {v!r}")
+            self.complain(k, f"expected {what}, got {v!r}")
+            return default
 
     def duration(self, k: str, default: float | None, required: bool = False) -> Any:
         return self._convert(k, default, parse_duration, 'a duration such as "90s", "5m" or 120', required)
@@ -234,8 +256,9 @@ class _Table:
     def size(self, k: str, default: int, minimum: int = 0) -> int:
         v = self._convert(k, default, parse_size, 'a size such as "64MiB" or "1GB"', False)
         if v < minimum:
-            self.fail(k, f"expected at least {minimum} bytes, got {v}")
-        return v
+            self.complain(k, f"expected at least {minimum} bytes, got {v}")
+            return default
+        return v  # type: ignore[no-any-return]
 
     def path(self, k: str, default: Path | None = None, required: bool = False) -> Any:
         v = self.typed(k, str, None, "a path", required)
@@ -249,14 +272,15 @@ class _Table:
     def str_list(self, k: str) -> tuple[str, ...]:
         v = self.typed(k, list, [], "a list of strings")
         if not all(isinstance(x, str) for x in v):
-            self.fail(k, f"expected a list of strings, got {v!r}")
+            self.complain(k, f"expected a list of strings, got {v!r}")
+            return ()
         return tuple(v)
 
     def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            known = ", ".join(sorted(self.used))
-            self.fail(unknown[0], f"unknown key (known keys here: {known})")
+        known = ", ".join(sorted(self.used))
+        for k in sorted(set(self.data) - self.used):
+            with contextlib.suppress(_Invalid):
+                self.fail(k, f"unknown key (known keys here: {known})")
 
 
 def _url(t: _Table, k: str, default: str, allow_empty: bool = False) -> str:
@@ -352,7 +376,7 @@ def _projects(t: _Table) -> tuple[ProjectSource, ...]:
             continue
         if not isinstance(item, dict):
             t.fail(key, f"expected a project id or a table {{id, api, host, api_key_file}}, got {item!r}")
-        sub = _Table(t.file, t.key(key), item)
+        sub = t.sub(key, item)
         pid = sub.typed("id", (str, int), None, "a project id (string or integer)", required=True)
         src = ProjectSource(
             id=str(pid),
@@ -461,18 +485,33 @@ def _service(t: _Table) -> ServiceConfig:
 
 
 def parse_config(data: dict[str, Any], file: Path) -> Config:
-    top = _Table(file, "", data)
+    """The config, or ConfigErrors naming every bad key of the file at once."""
+    errors: list[ConfigError] = []
+    top = _Table(file, "", data, errors)
+
+    def read(build: Callable[[_Table], Any], name: str, raw: Any, default: Any) -> Any:
+        try:
+            return build(top.sub(name, raw)) if raw is not None else default
+        except _Invalid:  # recorded; the rest of the file is still read
+            return default
 
     def section(name: str, build: Callable[[_Table], Any], default: Any) -> Any:
-        raw = top._get(name, False)
-        return default if raw is None else build(_Table(file, name, raw))
+        return read(build, name, top._get(name, False), default)
 
-    watches_raw = top.typed("watch", list, [], "an array of [[watch]] tables")
-    watches = tuple(_watch(_Table(file, f"watch[{i}]", w)) for i, w in enumerate(watches_raw, start=1))
+    try:
+        watches_raw = top.typed("watch", list, [], "an array of [[watch]] tables")
+    except _Invalid:
+        watches_raw = []
+    found = (read(_watch, f"watch[{i}]", w, None) for i, w in enumerate(watches_raw, start=1))
+    watches = tuple(w for w in found if w is not None)
+    try:
+        state_raw = top._get("state", True)
+    except _Invalid:
+        state_raw = None
     cfg = Config(
         file=file,
         gencove=section("gencove", _gencove, GencoveConfig()),
-        state=_state(_Table(file, "state", top._get("state", True))),
+        state=read(_state, "state", state_raw, StateConfig()),
         upload=section("upload", _upload, UploadConfig()),
         watches=watches,
         download=section("download", _download, DownloadConfig()),
@@ -484,7 +523,9 @@ def parse_config(data: dict[str, Any], file: Path) -> Config:
     top.finish()
     paths = [w.path for w in watches]
     if len(set(paths)) != len(paths):
-        raise ConfigError(str(file), "watch", "the same path is watched twice")
+        errors.append(ConfigError(str(file), "watch", "the same path is watched twice"))
+    if errors:
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
     return cfg
 
 

@@ -22,3 +22,13 @@ class ConfigError(UsageError):
         self.file = file
         self.key = key
         super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+
+
+class ConfigErrors(ConfigError):
+    """Several config problems, one line each (`check-config` and every command report them all at once)."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = list(errors)
+        first = self.errors[0]
+        Exception.__init__(self, "\n".join(str(e) for e in self.errors))
+        self.file, self.key = first.file, first.key
