@@ -227,23 +227,39 @@ def test_readyz_follows_a_watch_root(scenario: Scenario) -> None:
 def test_sighup_rejects_a_broken_config_and_applies_a_good_one(scenario: Scenario) -> None:
     d, config = scenario.daemon, scenario.config
     good = config.read_text()
+
+    def reload_messages(since: int) -> list[str] | None:
+        """systemd's reload protocol: RELOADING=1 with MONOTONIC_USEC first, READY=1 last (None until then)."""
+        new = [m for m in scenario.drain_notify()[since:] if m.startswith(("RELOADING=1", "ERRNO=", "READY=1"))]
+        ends = [i for i, m in enumerate(new) if "READY=1" in m.split("\n")]
+        return new[: ends[0] + 1] if ends else None
+
     config.write_text(good + '[upload]\nconcurrency = "many"\n')
     try:
+        since = len(scenario.drain_notify())
         d.signal(signal.SIGHUP)
         line = wait_for(lambda: d.events("service.reload_rejected"), timeout=10)[-1]
+        rejected = wait_for(lambda: reload_messages(since), timeout=10, message="READY=1 after the rejected reload")
     finally:
         config.write_text(good)
     assert "key=upload.concurrency" in line and str(config) in line
     assert d.proc.poll() is None and d.get("/readyz")[0] == 200
+    assert rejected[0].startswith("RELOADING=1\nMONOTONIC_USEC=") and int(rejected[0].split("\n")[1][15:]) > 0
+    assert rejected[-1].startswith("ERRNO=22\nSTATUS=reload rejected, running config kept: ")
+    assert rejected[-1].endswith("\nREADY=1") and "upload.concurrency" in rejected[-1]
 
     second = scenario.root.with_name("runs-2")
     second.mkdir()
     extra = f'[[watch]]\npath = "{second}"\ndestination = "gncv://service-test-2"\n'
     config.write_text(good.replace('interval = "1s"', 'interval = "2s"').replace("[download]", extra + "[download]"))
     try:
+        since = len(scenario.drain_notify())
         d.signal(signal.SIGHUP)
         line = wait_for(lambda: d.events("service.reloaded"), timeout=10)[-1]
         assert str(second) in line and "mirror_restarted=true" in line
+        applied = wait_for(lambda: reload_messages(since), timeout=10, message="READY=1 after the reload")
+        assert applied[0].startswith("RELOADING=1\nMONOTONIC_USEC=") and applied[-1].startswith("READY=1\nSTATUS=")
+        assert not [m for m in applied if "ERRNO=" in m]
         wait_for(lambda: d.value("transferd_watch_root_up", root=str(second)) == 1, timeout=10)
     finally:
         config.write_text(good)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
 import time
@@ -37,7 +38,7 @@ from transferd.service import components
 from transferd.service.health import Check, Health, RootProber, check_api, check_journal
 from transferd.service.http import HttpServer, WebhookHandler, build_app
 from transferd.service.reload import plan_reload
-from transferd.service.sdnotify import notify, status_line, watchdog_interval
+from transferd.service.sdnotify import notify, reloading, status_line, watchdog_interval
 from transferd.service.summary import summary
 from transferd.stats import STATS
 
@@ -176,6 +177,7 @@ class Daemon:
         self._wake.set()
 
     def _on_reload_signal(self) -> None:
+        notify(*reloading(), status_line("reloading the config"))  # systemd holds `systemctl reload` until READY=1
         self._reload_pending = True
         self._wake.set()
 
@@ -267,6 +269,7 @@ class Daemon:
             event(log, "service.reload_rejected", logging.ERROR, file=str(file), key=key, error=str(e),
                   action="keeping the running config")  # fmt: skip
             await self.journal.run(log_event, "error", "service", str(file), f"reload rejected: {e}")
+            notify(f"ERRNO={errno.EINVAL}", status_line(f"reload rejected, running config kept: {e}"), "READY=1")
             return
         plan = plan_reload(self.cfg, new)
         if plan.needs_restart:
@@ -290,6 +293,7 @@ class Daemon:
             watches_stopped=[str(p) for p in plan.stop_watches], watches_started=[str(p) for p in plan.start_watches],
             mirror_restarted=plan.restart_mirror, log_level=self.cfg.log.level,
         )  # fmt: skip
+        notify("READY=1", status_line(summary(self.cfg, self.health)))
 
     # -- helpers on the loop -----------------------------------------------------------------------------------
     async def _ticker(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 
 def notify(*msgs: str) -> bool:
@@ -26,6 +27,12 @@ def notify(*msgs: str) -> bool:
     except OSError:  # includes BlockingIOError: the receiver's queue is full, drop this message
         return False
     return True
+
+
+def reloading() -> tuple[str, str]:
+    """RELOADING=1 with the monotonic time systemd (>= 253, Type=notify-reload) needs to match it to its reload;
+    READY=1 (or an ERRNO= and READY=1 for a rejected config) ends the reload."""
+    return "RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
 
 
 def watchdog_interval() -> float | None:
