@@ -127,8 +127,12 @@ class MetricsConfig:
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]") or "127.0.0.1", int(port)
+        return _host_port(self.listen)
+
+
+def _host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,19 @@ class LogConfig:
 class ServiceConfig:
     shutdown_grace: float = 30.0  # SIGTERM: in-flight parts may finish within this
     watchdog: bool = True  # systemd WATCHDOG=1 pings when WATCHDOG_USEC is set
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """Where Gencove's webhooks are received. With `listen` set, POST /webhooks/gencove is served there alone (a
+    listener that can be opened to Gencove without exposing /metrics and the probes) and no longer on
+    [metrics] listen; empty keeps it on the metrics listener."""
+
+    listen: str = ""
+
+    @property
+    def host_port(self) -> tuple[str, int] | None:
+        return _host_port(self.listen) if self.listen else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +182,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
     def api_key(self) -> str:
         return resolve_api_key(self)
@@ -453,6 +471,16 @@ def _metrics(t: _Table) -> MetricsConfig:
     return cfg
 
 
+def _webhook(t: _Table) -> WebhookConfig:
+    cfg = WebhookConfig(listen=t.string("listen", ""))
+    t.finish()
+    try:
+        cfg.host_port  # noqa: B018 - validation
+    except ValueError:
+        t.fail("listen", f"expected host:port such as 0.0.0.0:9465, got {cfg.listen!r}")
+    return cfg
+
+
 def _log(t: _Table) -> LogConfig:
     cfg = LogConfig(
         level=t.string("level", "info", choices=("debug", "info", "warning", "error")),
@@ -519,6 +547,7 @@ def parse_config(data: dict[str, Any], file: Path) -> Config:
         log=section("log", _log, LogConfig()),
         service=section("service", _service, ServiceConfig()),
         network=section("network", _network, NetworkConfig()),
+        webhook=section("webhook", _webhook, WebhookConfig()),
     )
     top.finish()
     paths = [w.path for w in watches]

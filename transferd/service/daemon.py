@@ -36,7 +36,7 @@ from transferd.network import Network
 from transferd.retry import Policy
 from transferd.service import components
 from transferd.service.health import Check, Health, RootProber, check_api, check_journal
-from transferd.service.http import HttpServer, WebhookHandler, build_app
+from transferd.service.http import HttpServer, WebhookHandler, build_app, build_webhook_app
 from transferd.service.reload import plan_reload
 from transferd.service.sdnotify import notify, reloading, status_line, watchdog_interval
 from transferd.service.summary import summary
@@ -116,12 +116,23 @@ class Daemon:
         # Built before anything runs, so that a bad secret file or download section fails the start (exit 2).
         self._webhook = await self._make_webhook(cfg)
         registry = build_registry(self.journal, readiness=self.health.verdicts, roots=self.health.root_health)
-        server = HttpServer(build_app(registry, self.health, lambda: self._webhook), *cfg.metrics.host_port)
+        def webhook() -> WebhookHandler | None:
+            return self._webhook
+
+        own = cfg.webhook.host_port  # the webhook route on a listener of its own, else beside /metrics
+        server = HttpServer(build_app(registry, self.health, None if own else webhook), *cfg.metrics.host_port)
+        hooks = HttpServer(build_webhook_app(webhook), *own, key="webhook.listen") if own else None
         await server.start()
+        if hooks is not None:
+            try:
+                await hooks.start()
+            except BaseException:
+                await server.stop()
+                raise
         event(
             log, "service.start", version=__version__, config=str(cfg.file), journal=str(self.journal.path),
             watches=len(cfg.watches), mirrored_projects=len(cfg.download.projects),
-            listen=f"{server.host}:{server.port}",
+            listen=f"{server.host}:{server.port}", webhook_listen=f"{hooks.host}:{hooks.port}" if hooks else "",
         )  # fmt: skip
         try:
             mirror = components.make_mirror(cfg, self.journal, self.api_key) if cfg.download.projects else None
@@ -153,6 +164,8 @@ class Daemon:
                 await self._supervise()
                 await self._drain()
         finally:
+            if hooks is not None:
+                await hooks.stop()
             await server.stop()
         event(log, "service.stopped", signal=self._stop_signal)
         return 0

@@ -32,9 +32,11 @@ KEEPALIVE_TIMEOUT = 30.0  # an idle keep-alive connection is closed after this (
 
 
 def build_app(
-    registry: CollectorRegistry, health: Health, webhook: Callable[[], WebhookHandler | None]
+    registry: CollectorRegistry, health: Health, webhook: Callable[[], WebhookHandler | None] | None
 ) -> web.Application:
-    """`webhook()` returns the current receiver's handler (None: not configured), so a reload can swap it."""
+    """/metrics, /healthz, /readyz, and the webhook route unless `webhook` is None (it has a listener of its own:
+    `build_webhook_app`). `webhook()` returns the current receiver's handler (None: not configured), so a reload
+    can swap it."""
 
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -56,6 +58,23 @@ def build_app(
             doc["failed"] = [n for n, c in health.checks.items() if not c.ok]
         return web.json_response(doc, status=200 if ready else 503)
 
+    app = web.Application(client_max_size=1024**2)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    if webhook is not None:
+        app.router.add_post(WEBHOOK_PATH, _webhook_route(webhook))
+    return app
+
+
+def build_webhook_app(webhook: Callable[[], WebhookHandler | None]) -> web.Application:
+    """POST /webhooks/gencove and nothing else: the listener a site opens to Gencove ([webhook] listen)."""
+    app = web.Application(client_max_size=1024**2)
+    app.router.add_post(WEBHOOK_PATH, _webhook_route(webhook))
+    return app
+
+
+def _webhook_route(webhook: Callable[[], WebhookHandler | None]) -> Callable[[web.Request], Any]:
     async def gencove_webhook(request: web.Request) -> web.StreamResponse:
         handler = webhook()
         if handler is None:
@@ -63,12 +82,7 @@ def build_app(
             return web.json_response(doc, status=404)
         return await handler(request)
 
-    app = web.Application(client_max_size=1024**2)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_post(WEBHOOK_PATH, gencove_webhook)
-    return app
+    return gencove_webhook
 
 
 class _GuardedSite(web.BaseSite):
@@ -101,7 +115,9 @@ class HttpServer:
         *,
         max_connections: int = MAX_CONNECTIONS,
         header_timeout: float = HEADER_TIMEOUT,
+        key: str = "metrics.listen",
     ) -> None:
+        self._key = key  # the config key that names this listener, for errors
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT)
         self.host, self.port = host, port
         self._limits = (max_connections, header_timeout)
@@ -114,11 +130,11 @@ class HttpServer:
             await site.start()
         except OSError as e:
             await self._runner.cleanup()
-            raise TransferdError(f"metrics.listen {self.host}:{self.port}: cannot listen: {e.strerror}") from None
+            raise TransferdError(f"{self._key} {self.host}:{self.port}: cannot listen: {e.strerror}") from None
         self.guard = site.guard
         if self._runner.addresses:  # the real port when 0 was asked for
             self.port = self._runner.addresses[0][1]
-        event(log, "service.http_listening", address=f"http://{self.host}:{self.port}")
+        event(log, "service.http_listening", address=f"http://{self.host}:{self.port}", key=self._key)
 
     async def stop(self) -> None:
         await self._runner.cleanup()

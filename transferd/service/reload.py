@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transferd.config import Config
 
-RESTART_ONLY = ("gencove", "state", "upload", "metrics")
+RESTART_ONLY = ("gencove", "state", "upload", "metrics", "webhook", "network")
 
 
 @dataclass(frozen=True, slots=True)
