@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -153,8 +154,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"transferd {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `transferd status | head`: the reader has all it wanted
+        _quiet_stdout()
+        return 141  # as a shell reports a command ended by SIGPIPE
     except Exception as e:  # a bug: one line for the user, the whole traceback for whoever fixes it
         return _crashed(args.command, e)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of a closed pipe raises nothing more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
 
 
 def _crashed(command: str, exc: Exception) -> int:

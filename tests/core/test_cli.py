@@ -66,3 +66,15 @@ def test_an_unexpected_error_prints_one_redacted_line_and_logs_the_traceback(tmp
 def test_a_transferd_error_keeps_its_exit_code_and_is_redacted(tmp_path: Path) -> None:
     res = run("status", "-c", str(tmp_path / "missing.toml"))
     assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_a_closed_pipe_ends_a_command_quietly(tmp_path: Path) -> None:
+    """`transferd scan ... | head`: the reader stops reading; no traceback, no 'internal error'."""
+    from helpers import make_fastq_gz
+
+    for n in range(1, 200):
+        make_fastq_gz(tmp_path / "RUN" / f"S{n}_S{n}_L001_R1_001.fastq.gz", reads=1, seed=n)
+    done = subprocess.run(f"{sys.executable} -m transferd scan {tmp_path / 'RUN'} --json | head -c 10 >/dev/null; "
+                          "echo ${PIPESTATUS[0]} >&2", shell=True, executable="/bin/bash", capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.stderr.strip() == "141", done.stderr
