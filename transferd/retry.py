@@ -62,6 +62,19 @@ class Policy:
     max_attempts: int = 1000
     initial: float = 0.5  # backoff multiplier (seconds)
     max_wait: float = 60.0
+    # Give up this soon when the host cannot be reached at all (its name does not resolve, nothing listens):
+    # a one-shot command at a terminal fails fast, naming the host; None (the daemon) waits it out.
+    unreachable_deadline: float | None = None
+
+
+ONE_SHOT = Policy(deadline=600.0, unreachable_deadline=5.0, max_wait=4.0)  # commands a person waits for
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The connection was never made: a name that does not resolve, a refused or unroutable connection."""
+    from botocore.exceptions import EndpointConnectionError
+
+    return isinstance(exc, aiohttp.ClientConnectorError | EndpointConnectionError)
 
 
 DEFAULT_POLICY = Policy()
@@ -148,9 +161,18 @@ def retrying(
             if asyncio.iscoroutine(res):
                 await res
 
+    def stop_unreachable(state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        return (
+            policy.unreachable_deadline is not None
+            and exc is not None
+            and unreachable(exc)
+            and (state.seconds_since_start or 0.0) >= policy.unreachable_deadline
+        )
+
     return AsyncRetrying(
         retry=retry_if_exception(retry_if or (lambda e: classify(e) is not None)),
-        stop=stop_after_delay(policy.deadline) | stop_after_attempt(policy.max_attempts),
+        stop=stop_after_delay(policy.deadline) | stop_after_attempt(policy.max_attempts) | stop_unreachable,
         wait=_wait(policy),
         reraise=True,
         before_sleep=before_sleep,

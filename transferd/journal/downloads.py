@@ -263,3 +263,18 @@ def remember_events(conn: sqlite3.Connection, event_ids: Iterable[str]) -> list[
         if cur.rowcount == 1:
             fresh.append(event_id)
     return fresh
+
+
+def done_files(conn: sqlite3.Connection, sample_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(path, sha256) of the verified files of these samples (those checked by SHA-256)."""
+    out: list[tuple[str, str]] = []
+    for i in range(0, len(sample_ids), 500):
+        chunk = list(sample_ids[i : i + 500])
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT dest_path, sha256 FROM downloads WHERE state = 'done' AND sha256 IS NOT NULL"
+            f" AND sample_id IN ({marks}) ORDER BY dest_path",
+            chunk,
+        )
+        out += [(r[0], r[1]) for r in rows]
+    return out

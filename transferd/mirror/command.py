@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -27,12 +28,14 @@ from transferd import eventloop
 from transferd.config import API_KEY_ENV, API_KINDS, Config, DownloadConfig, ProjectSource, load_config
 from transferd.errors import TransferdError, UsageError
 from transferd.journal import Journal
+from transferd.journal import downloads as dq
 from transferd.log import register_secret, setup_logging
+from transferd.mirror import confined
 from transferd.mirror.loop import MirrorLoop, SampleReport
 from transferd.mirror.platform import InvalidId, SampleDetail, SampleNotFound, SampleSummary, make_platform
 from transferd.mirror.template import DEFAULT_TEMPLATE, TemplateError, validate_template
 from transferd.mirror.transfer import scrub
-from transferd.retry import ApiError
+from transferd.retry import ONE_SHOT, ApiError
 
 DEFAULT_STATE = Path("~/.local/state/transferd/download.sqlite3")
 FETCH_CONCURRENCY = 8
@@ -40,10 +43,21 @@ LIST_BATCH = 200  # samples listed, fetched and mirrored together by a project d
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("destination", metavar="DEST", help="local folder to mirror into")
+    p.add_argument("destination", metavar="DEST", help="local folder to mirror into ('-' with --download-urls)")
     p.add_argument("--project-id", help="mirror every finished sample of this project")
     p.add_argument("--sample-ids", help="mirror these samples (comma-separated ids)")
-    p.add_argument("--file-types", help="only these file types (comma-separated, exact keys); default: all")
+    p.add_argument(
+        "--file-types",
+        help="only these file types (comma-separated keys; as with gencove download, a key also takes the types it "
+        "begins: impute-vcf takes impute-vcf-csi); default: all",
+    )
+    p.add_argument(
+        "--download-urls", action="store_true",
+        help="write the samples' files and signed download URLs as JSON to DEST (a file, or - for stdout) instead of "
+        "downloading (as gencove download does)",
+    )  # fmt: skip
+    p.add_argument("--checksums", action="store_true", help="write <file>.sha256 (sha256sum format) beside each file")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON (one object) instead of text")
     p.add_argument(
         "--download-template", help=f"path of each file under DEST (default {DEFAULT_TEMPLATE.replace('%', '%%')})"
     )
@@ -52,7 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="skip files already mirrored and verified (default); --no-skip-existing downloads them again",
     )  # fmt: skip
     p.add_argument("-c", "--config", help="transferd config (API key, host, journal, [download] settings)")
-    p.add_argument("--host", help="Gencove API host (default: the config's, else https://api.gencove.com)")
+    p.add_argument(
+        "--host", help="Gencove API host (default: the config's, else $GENCOVE_HOST, else https://api.gencove.com)"
+    )
     p.add_argument("--api", choices=API_KINDS, help="API generation of --project-id (default: the config's, else v2)")
     p.add_argument("--state", help=f"journal file (default: the config's, else {DEFAULT_STATE})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -85,17 +101,20 @@ def _settings(args: argparse.Namespace) -> tuple[Config, tuple[ProjectSource, ..
         raise UsageError("Must specify one of: --project-id, --sample-ids")
     if getattr(args, "api", None) in ("legacy-projects", "legacy-apps") and args.sample_ids:
         raise UsageError(f"--api {args.api}: use --project-id (legacy sample ids only exist within a project)")
-    if args.destination == "-":
-        raise UsageError("DEST must be a folder ('-' is not supported)")
+    if args.destination == "-" and not args.download_urls:
+        raise UsageError("DEST must be a folder ('-' means stdout, with --download-urls only)")
     if args.config:
         base = load_config(args.config)
         api_key = base.api_key()
         state = Path(args.state).expanduser() if args.state else base.state.path
     else:
         base = Config(file=Path("(command line)"))
-        api_key = os.environ.get(API_KEY_ENV, "").strip()
+        host = os.environ.get("GENCOVE_HOST", "").strip()  # as the gencove CLI reads it
+        if host:
+            base = replace(base, gencove=replace(base.gencove, host=host))
+        api_key = os.environ.get(API_KEY_ENV, "").strip() or os.environ.get("GENCOVE_API_KEY", "").strip()
         if not api_key:
-            raise UsageError(f"no API key: set ${API_KEY_ENV} or give -c CONFIG")
+            raise UsageError(f"no API key: set ${API_KEY_ENV} (or $GENCOVE_API_KEY), or give -c CONFIG")
         register_secret(api_key)
         state = Path(args.state or DEFAULT_STATE).expanduser()
     template = args.download_template or (base.download.template if args.config else DEFAULT_TEMPLATE)
@@ -105,7 +124,7 @@ def _settings(args: argparse.Namespace) -> tuple[Config, tuple[ProjectSource, ..
         raise UsageError(f"--download-template: {e}") from None
     host = (args.host or base.gencove.host).rstrip("/")
     download = DownloadConfig(
-        destination=Path(args.destination).expanduser().resolve(),
+        destination=None if args.destination == "-" else Path(args.destination).expanduser().resolve(),
         template=template,
         file_types=_split(args.file_types) if args.file_types else base.download.file_types,
         # Like `gencove download`, a one-shot run takes failed samples' deliverables unless the config says no.
@@ -116,6 +135,14 @@ def _settings(args: argparse.Namespace) -> tuple[Config, tuple[ProjectSource, ..
     )
     cfg = replace(base, gencove=replace(base.gencove, host=host), download=download)
     return cfg, base.download.projects, api_key, state
+
+
+def _chosen(args: argparse.Namespace, configured: tuple[ProjectSource, ...]) -> ProjectSource:
+    """The project of `--project-id` (with `--api`), or none for `--sample-ids` (only `sample()` is used)."""
+    if not args.project_id:
+        return ProjectSource(id="")
+    source = _source(configured, args.project_id)
+    return replace(source, api=args.api) if getattr(args, "api", None) else source
 
 
 def _source(base_sources: tuple[ProjectSource, ...], project_id: str) -> ProjectSource:
@@ -130,18 +157,26 @@ def _source(base_sources: tuple[ProjectSource, ...], project_id: str) -> Project
 async def _download(
     args: argparse.Namespace, cfg: Config, configured: tuple[ProjectSource, ...], api_key: str, journal: Journal
 ) -> int:
-    with _progress(not args.no_progress) as progress:
+    if cfg.download.file_types:  # gencove's semantics: exact keys, each also taking the types it begins
+        lookup = make_platform(_chosen(args, configured), cfg, api_key, ONE_SHOT)
+        try:
+            types = await _check_file_types(lookup, cfg.download.file_types)
+        finally:
+            await lookup.aclose()
+        cfg = replace(cfg, download=replace(cfg.download, file_types=types))
+    if args.download_urls:
+        return await _download_urls(args, cfg, configured, api_key)
+    with _progress(not args.no_progress and not args.json) as progress:
         run = _Run(cfg, api_key, journal, progress, args.skip_existing)
         if args.project_id:
-            source = _source(configured, args.project_id)
-            if getattr(args, "api", None):
-                source = replace(source, api=args.api)
-            reports = await run.project(source)
+            reports = await run.project(_chosen(args, configured))
             strict = False  # a project's samples that are still running have no deliverables yet: not a failure
         else:
             reports = await run.samples(list(_split(args.sample_ids)), configured)
             strict = True  # a named sample that is not mirrored is a failure
-    return _summarise(reports, cfg.download.destination, strict)
+    if args.checksums and cfg.download.destination is not None:
+        await asyncio.to_thread(_write_checksums, journal, cfg.download.destination, reports)
+    return _summarise(reports, cfg.download.destination, strict, as_json=args.json)
 
 
 class _Run:
@@ -150,12 +185,12 @@ class _Run:
 
     def _loop(self, sources: tuple[ProjectSource, ...]) -> MirrorLoop:
         cfg = replace(self.cfg, download=replace(self.cfg.download, projects=sources))
-        return MirrorLoop(cfg, self.journal, self.key, skip_existing=self.skip_existing, on_bytes=self.progress.advance)
+        return MirrorLoop(cfg, self.journal, self.key, skip_existing=self.skip_existing, on_bytes=self.progress.advance,
+                          policy=ONE_SHOT)  # fmt: skip
 
     async def project(self, source: ProjectSource) -> list[SampleReport]:
         async with self._loop((source,)) as loop:
             platform = loop.platform(source)
-            await _check_file_types(platform, self.cfg.download.file_types)
             # The listing is mirrored LIST_BATCH samples at a time: never held whole, and URLs are fresh when used.
             reports: list[SampleReport] = []
             batch: list[SampleSummary] = []
@@ -183,7 +218,7 @@ class _Run:
         return _unfetched(details) + await loop.mirror(source, [*found, *others])
 
     async def samples(self, ids: list[str], configured: tuple[ProjectSource, ...]) -> list[SampleReport]:
-        lookup = make_platform(ProjectSource(id=""), self.cfg, self.key)  # only `sample()`, which needs no project
+        lookup = make_platform(ProjectSource(id=""), self.cfg, self.key, ONE_SHOT)  # only `sample()`: no project
         try:
             details = await _fetch(lookup, ids)
         finally:
@@ -228,20 +263,83 @@ async def _fetch(platform: Any, ids: list[str]) -> list[SampleDetail | SampleRep
     return [t.result() for t in tasks]
 
 
-async def _check_file_types(platform: Any, wanted: tuple[str, ...]) -> None:
+async def _check_file_types(platform: Any, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    """The file types to mirror: each requested key must exist, and also takes the keys it begins, as `gencove
+    download` matches (`impute-vcf` takes `impute-vcf-csi`). Unchecked (as given) when the API cannot say."""
     if not wanted or not hasattr(platform, "file_types"):
-        return
+        return wanted
     try:
         known = set(await platform.file_types())
     except ApiError as e:
         print(f"warning: could not check --file-types ({e})", file=sys.stderr)
-        return
+        return wanted
     unknown = [t for t in wanted if t not in known]
     if unknown:
         raise UsageError(f"Invalid file types: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    prefixes = tuple(t.lower() for t in wanted)
+    return tuple(sorted(k for k in known if k.lower().startswith(prefixes)))
 
 
-def _summarise(reports: list[SampleReport], destination: Path | None, strict: bool) -> int:
+async def _download_urls(
+    args: argparse.Namespace, cfg: Config, configured: tuple[ProjectSource, ...], api_key: str
+) -> int:
+    """`--download-urls`: the samples' files with fresh signed URLs, as JSON (gencove download's shape)."""
+    if args.project_id:
+        platform = make_platform(_chosen(args, configured), cfg, api_key, ONE_SHOT)
+        try:
+            ids = [s.id async for s in platform.changed_since(None)
+                   if s.status.lower().startswith(("succeeded", "failed")) and s.downloadable]  # fmt: skip
+            details = await _fetch(platform, ids)
+        finally:
+            await platform.aclose()
+    else:
+        lookup = make_platform(ProjectSource(id=""), cfg, api_key, ONE_SHOT)
+        try:
+            details = await _fetch(lookup, list(_split(args.sample_ids)))
+        finally:
+            await lookup.aclose()
+    types = cfg.download.file_types
+    doc = [
+        {
+            "gencove_id": d.id, "client_id": d.summary.client_id,
+            "last_status": {"status": d.summary.status, "created": _iso(d.summary.status_time)},
+            "archive_last_status": {"status": d.summary.archive_status},
+            "files": {f.file_type: {"id": f.file_id, "download_url": f.url, "checksum_sha256": f.sha256}
+                      for f in d.deliverables if not types or f.file_type in types},
+        }
+        for d in details if isinstance(d, SampleDetail)
+    ]  # fmt: skip
+    text = json.dumps(doc, indent=2) + "\n"
+    if args.destination == "-":
+        sys.stdout.write(text)
+    else:
+        await asyncio.to_thread(_write_text, args.destination, text)
+    failed = [d for d in details if isinstance(d, SampleReport)]
+    for r in failed:
+        print(f"  failed: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _write_text(destination: str, text: str) -> None:
+    Path(destination).expanduser().write_text(text)
+
+
+def _iso(when: Any) -> str | None:
+    return when.isoformat() if when is not None else None
+
+
+def _write_checksums(journal: Journal, destination: Path, reports: list[SampleReport]) -> None:
+    """`--checksums`: `<file>.sha256` beside each mirrored file, in sha256sum's binary-mode format (as gencove
+    download writes them), from the checksums the files were verified against; written through the same
+    confinement as the files."""
+    done = [r.sample_id for r in reports if r.state == "done"]
+    for path, sha256 in journal.call(dq.done_files, done):
+        relative = Path(path).relative_to(destination)
+        line = f"{sha256} *{relative.name}\n".encode()
+        confined.write_atomic(destination, relative.with_name(relative.name + ".sha256"), line, "sha256")
+
+
+def _summarise(reports: list[SampleReport], destination: Path | None, strict: bool, as_json: bool = False) -> int:
     def n(state: str) -> int:
         return sum(1 for r in reports if r.state == state)
 
@@ -252,6 +350,16 @@ def _summarise(reports: list[SampleReport], destination: Path | None, strict: bo
            if r.state in ("failed", "archived", "restoring", "paused") or (strict and r.state != "done")]  # fmt: skip
     for r in bad:
         print(f"  {r.state}: {r.error or f'sample {r.sample_id} ({r.client_id}) is {r.state}'}", file=sys.stderr)
+    if as_json:
+        doc = {
+            "destination": str(destination), "ok": not bad, "files_downloaded": files, "files_present": present,
+            "bytes": nbytes, "samples": {state: n(state) for state in sorted({r.state for r in reports})},
+            "reports": [{"sample_id": r.sample_id, "client_id": r.client_id, "state": r.state,
+                         "downloaded": r.downloaded, "present": r.present, "bytes": r.nbytes, "error": r.error}
+                        for r in reports],
+        }  # fmt: skip
+        print(json.dumps(doc, indent=2))
+        return 1 if bad else 0
     parts = [f"{n('done')} sample(s) mirrored to {destination}: {files} file(s) downloaded ({nbytes} bytes)",
              f"{present} already present"]  # fmt: skip
     for state in ("not_ready", "skipped", "archived", "restoring", "paused", "failed"):

@@ -137,7 +137,7 @@ class MirrorLoop:
         self.journal = journal
         self.destination = dl.destination
         self.include_failed = dl.include_failed if include_failed is None else include_failed
-        self._projects = {p: _Project(p, make_platform(p, config, api_key)) for p in dl.projects}
+        self._projects = {p: _Project(p, make_platform(p, config, api_key, policy)) for p in dl.projects}
         self.transfer = Transfer(
             journal, concurrency=dl.concurrency, max_bytes_in_flight=dl.max_bytes_in_flight, policy=policy,
             skip_existing=skip_existing, on_bytes=on_bytes, network=Network.from_config(config.network),

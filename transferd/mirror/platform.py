@@ -34,7 +34,7 @@ from transferd.gencove.client import GencoveClient, api_base
 from transferd.gencove.models import parse_time
 from transferd.mirror.template import default_filename
 from transferd.network import DIRECT, Network
-from transferd.retry import ApiError
+from transferd.retry import DEFAULT_POLICY, ApiError, Policy
 
 # Archive states in which the deliverables can be downloaded (the reference client's prefix match).
 DOWNLOADABLE_ARCHIVE = ("available", "restored")
@@ -137,16 +137,26 @@ class V2Platform:
     capabilities = Capabilities(has_checksums=True, supports_restore=True)
 
     def __init__(
-        self, host: str, api_key: str, project_id: str, *, timeout: float = 120.0, network: Network = DIRECT
+        self,
+        host: str,
+        api_key: str,
+        project_id: str,
+        *,
+        timeout: float = 120.0,
+        network: Network = DIRECT,
+        policy: Policy = DEFAULT_POLICY,
     ) -> None:
         self.project_id = project_id
         self.source = source_key("v2", host, project_id)
         self._host, self._key, self._timeout, self._network = host, api_key, timeout, network
+        self._policy = policy
         self._client: GencoveClient | None = None
 
     async def _api(self) -> GencoveClient:
         if self._client is None:  # the session is made lazily, inside the running loop
-            client = GencoveClient(self._host, self._key, timeout=self._timeout, network=self._network)
+            client = GencoveClient(
+                self._host, self._key, timeout=self._timeout, network=self._network, policy=self._policy
+            )
             await client.__aenter__()
             self._client = client
         return self._client
@@ -233,14 +243,14 @@ def _summary(doc: dict[str, Any]) -> SampleSummary:
 
 
 # -- the factory -------------------------------------------------------------------------------------------------
-def make_platform(source: ProjectSource, config: Config, api_key: str) -> Platform:
+def make_platform(source: ProjectSource, config: Config, api_key: str, policy: Policy = DEFAULT_POLICY) -> Platform:
     """The platform for one `[download] projects` entry. `api_key` is the [gencove] key; a project's own
     `api_key_file` overrides it. Raises UsageError for API generations not implemented yet."""
     host = source.host or config.gencove.host
     key = resolve_api_key(config, source.api_key_file) if source.api_key_file else api_key
     if source.api == "v2":
         return V2Platform(host, key, source.id, timeout=config.gencove.request_timeout,
-                          network=Network.from_config(config.network))  # fmt: skip
+                          network=Network.from_config(config.network), policy=policy)  # fmt: skip
     if source.api in ("legacy-projects", "legacy-apps"):
         from transferd.mirror.platforms.legacy_platform import make_legacy_platform  # imports this module
 
