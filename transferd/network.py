@@ -16,7 +16,7 @@ import os
 import ssl
 import tempfile
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +28,7 @@ from transferd.config import NetworkConfig
 CA_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "AWS_CA_BUNDLE")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Network:
     proxy: str = ""  # explicit; empty: the environment's
     no_proxy: tuple[str, ...] = ()
@@ -56,12 +56,9 @@ class Network:
         return self.proxy if self.proxy and not self.bypassed(url) else None
 
     # -- trust --------------------------------------------------------------------------------------------------
-    @cached_property
+    @property
     def ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context()
-        if self.ca_file is not None:
-            ctx.load_verify_locations(cafile=str(self.ca_file))
-        return ctx
+        return _ssl_context(self.ca_file)
 
     def botocore_verify(self) -> str | bool:
         """botocore's `verify`: True (its bundle) or a file with its bundle and our CA joined."""
@@ -83,6 +80,15 @@ class Network:
 
 
 DIRECT = Network()
+
+
+@lru_cache(maxsize=4)
+def _ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """One context per trust store for the process: loading the system's CAs costs ~20 ms each time."""
+    ctx = ssl.create_default_context()
+    if ca_file is not None:
+        ctx.load_verify_locations(cafile=str(ca_file))
+    return ctx
 
 
 @lru_cache(maxsize=4)
