@@ -1,4 +1,5 @@
-"""A synthetic sequencer run of real gzip FASTQs: 8 samples x 4 lanes x R1/R2, Illumina names, any total size.
+"""A synthetic sequencer run of real gzip FASTQs: 8 samples x 4 lanes x R1/R2 by default (low-pass: hundreds of
+samples x 1 lane), Illumina names, any total size.
 
 Fast to build at any size: a handful of gzip members of realistic, varied records (NovaSeq-style headers, 151 bp,
 binned qualities) are compressed once, then each file is a run of whole members (gzip members concatenate into one
@@ -122,13 +123,13 @@ def write_fastq(
     return size, md5.hexdigest()
 
 
-def _manifest_key(total_bytes: int, seed: int, member_plain_bytes: int) -> dict[str, int]:
+def _manifest_key(total_bytes: int, seed: int, member_plain_bytes: int, samples: int, lanes: int) -> dict[str, int]:
     return {
         "format": FORMAT_VERSION,
         "target_bytes": total_bytes,
         "seed": seed,
-        "samples": SAMPLES,
-        "lanes": LANES,
+        "samples": samples,
+        "lanes": lanes,
         "member_plain_bytes": member_plain_bytes,
     }
 
@@ -155,12 +156,17 @@ def _load_cached(root: Path, key: dict[str, int]) -> SyntheticRun | None:
 
 
 def ensure_run(
-    root: Path, total_bytes: int, seed: int = 1, member_plain_bytes: int = MEMBER_PLAIN_BYTES
+    root: Path,
+    total_bytes: int,
+    seed: int = 1,
+    member_plain_bytes: int = MEMBER_PLAIN_BYTES,
+    samples: int = SAMPLES,
+    lanes: int = LANES,
 ) -> SyntheticRun:
-    """Build (or reuse) a run of SAMPLES x LANES x R1/R2 gzip FASTQs totalling at least `total_bytes`.
+    """Build (or reuse) a run of `samples` x `lanes` x R1/R2 gzip FASTQs totalling at least `total_bytes`.
 
     Each file overshoots its share by less than one gzip member (~0.45 MB by default)."""
-    key = _manifest_key(total_bytes, seed, member_plain_bytes)
+    key = _manifest_key(total_bytes, seed, member_plain_bytes, samples, lanes)
     cached = _load_cached(root, key)
     if cached is not None:
         return cached
@@ -169,13 +175,13 @@ def ensure_run(
         stale.unlink()
     (root / MANIFEST).unlink(missing_ok=True)
     members = gzip_members(seed=seed, plain_bytes=member_plain_bytes)
-    per_file = max(1, total_bytes // (SAMPLES * LANES * len(READS)))
+    per_file = max(1, total_bytes // (samples * lanes * len(READS)))
     files: list[FastqFile] = []
     concatenated: dict[str, str] = {}
     index = 0
-    for s in range(1, SAMPLES + 1):
+    for s in range(1, samples + 1):
         joined = {read: hashlib.md5(usedforsecurity=False) for read in READS}  # lanes are written in order
-        for lane in range(1, LANES + 1):
+        for lane in range(1, lanes + 1):
             for read in READS:
                 path = root / file_name(s, lane, read)
                 size, md5 = write_fastq(path, members, seed * 10_000 + index, per_file, also=joined[read])
@@ -195,6 +201,20 @@ def ensure_run(
     (root / (MANIFEST + ".tmp")).write_text(json.dumps(doc, indent=1))
     os.replace(root / (MANIFEST + ".tmp"), root / MANIFEST)
     return SyntheticRun(root=root, files=tuple(files), concatenated_md5=concatenated)
+
+
+def lowpass_member_plain_bytes(file_bytes: int) -> int:
+    """Gzip members small enough that a low-pass file of `file_bytes` holds a few of them (compression ~3.3x),
+    so files stay close to the requested size and still vary."""
+    return max(4_000, min(MEMBER_PLAIN_BYTES, file_bytes * 3 // 4))
+
+
+def ensure_lowpass_run(root: Path, samples: int, file_bytes: int, seed: int = 2) -> SyntheticRun:
+    """A low-pass run: `samples` x 1 lane x R1/R2, each file about `file_bytes`."""
+    total = samples * len(READS) * file_bytes
+    return ensure_run(
+        root, total, seed=seed, member_plain_bytes=lowpass_member_plain_bytes(file_bytes), samples=samples, lanes=1
+    )
 
 
 def warm_page_cache(run: SyntheticRun, chunk: int = 8 * 1024 * 1024) -> None:

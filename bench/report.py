@@ -27,6 +27,18 @@ UPLOAD_VS_FASTEST_RAW = 1.0
 DOWNLOAD_VS_GENCOVE = 1.5
 CPU_PER_GIB_MAX = 2.0
 RSS_MAX_MIB = 200.0
+# Low-pass and WAN targets (issue 15), judged on working time: gencove's wall minus its fixed 10 s sleep.
+LOWPASS_VS_GENCOVE = 1.25
+LOWPASS_VS_S5CMD = 1.0
+GENCOVE_REQUESTS_PER_OBJECT = 2.0  # issue 15's measurement; used when gencove was not measured in this run
+REQUESTS_PER_RUN_ALLOWANCE = 16  # the "O(1) per run" on top of gencove's per-object requests
+WAN_VS_GENCOVE = 5.0
+SCENARIO_TITLES = {
+    "standard": "Standard",
+    "lowpass": "Low-pass (loopback)",
+    "wan-lowpass": "WAN: low-pass",
+    "wan-standard": "WAN: standard run",
+}
 
 
 @dataclass
@@ -47,6 +59,11 @@ class RepRecord:
     error: str = ""
     log: str = ""
     load_before: float = 0.0  # 1-minute load average just before the command (other work on the machine)
+    scenario: str = "standard"
+    objects: int = 0  # objects the command uploads (requests per object divide by this)
+    api_requests: dict[str, int] | None = None  # Gencove API requests by endpoint (None: not counted)
+    s3_requests: dict[str, int] | None = None  # S3 requests by "Operation user-agent" (None: not counted)
+    api_idle_gap_s: float = 0.0  # longest pause between API requests (gencove: its fixed sleep, measured)
 
     @property
     def mb_s(self) -> float:
@@ -60,6 +77,22 @@ class RepRecord:
     @property
     def cpu_s_per_gib(self) -> float:
         return (self.user_s + self.sys_s) / (self.logical_bytes / GIB) if self.logical_bytes else 0.0
+
+    @property
+    def working_s(self) -> float:
+        """Wall time minus the command's built-in fixed sleep."""
+        return self.wall_s - self.fixed_sleep_s
+
+    @property
+    def requests(self) -> int | None:
+        if self.api_requests is None or self.s3_requests is None:
+            return None
+        return sum(self.api_requests.values()) + sum(self.s3_requests.values())
+
+    @property
+    def requests_per_object(self) -> float | None:
+        total = self.requests
+        return total / self.objects if total is not None and self.objects else None
 
 
 @dataclass
@@ -80,6 +113,15 @@ class Summary:
     server_cpu_s: dict[str, float]
     transferd_x: float | None = None  # transferd MB/s / this MB/s (same phase)
     errors: list[str] = field(default_factory=list)
+    scenario: str = "standard"
+    objects: int = 0
+    working_s: float | None = None  # wall minus the built-in fixed sleep, median
+    requests: float | None = None  # API + S3 requests per repetition, median
+    requests_per_object: float | None = None
+    api_per_object: float | None = None
+    s3_per_object: float | None = None
+    request_breakdown: dict[str, int] = field(default_factory=dict)  # of the median repetition: "api endpoint"/"s3 op"
+    api_idle_gap_s: float | None = None  # longest pause between API requests, median
 
 
 @dataclass
@@ -94,14 +136,33 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _median_rep(reps: list[RepRecord]) -> RepRecord | None:
+    counted = sorted((r for r in reps if r.requests is not None), key=lambda r: r.requests or 0)
+    return counted[(len(counted) - 1) // 2] if counted else None
+
+
+def _breakdown(rep: RepRecord | None) -> dict[str, int]:
+    if rep is None:
+        return {}
+    out = {f"API {k}": n for k, n in sorted((rep.api_requests or {}).items(), key=lambda kv: -kv[1])}
+    out |= {f"S3 {k}": n for k, n in sorted((rep.s3_requests or {}).items(), key=lambda kv: -kv[1])}
+    return out
+
+
+def _per_object(reps: list[RepRecord], part: str) -> float | None:
+    counts = [(getattr(r, part), r.objects) for r in reps]
+    return _median([sum(c.values()) / n for c, n in counts if c is not None and n])
+
+
 def summarize(records: list[RepRecord]) -> list[Summary]:
-    keys = list(dict.fromkeys(r.key for r in records))
+    groups = list(dict.fromkeys((r.scenario, r.key) for r in records))
     out: list[Summary] = []
-    for key in keys:
-        rows = [r for r in records if r.key == key]
+    for scenario, key in groups:
+        rows = [r for r in records if r.key == key and r.scenario == scenario]
         ok = [r for r in rows if r.ok]
         servers = sorted({name for r in ok for name in r.server_cpu_s})
         fixed = max((r.fixed_sleep_s for r in rows), default=0.0)
+        counted = [r for r in ok if r.requests is not None]
         out.append(
             Summary(
                 key=key,
@@ -119,18 +180,90 @@ def summarize(records: list[RepRecord]) -> list[Summary]:
                 peak_rss_mib=max((r.peak_rss_bytes / MIB for r in ok), default=None),
                 server_cpu_s={s: statistics.median(r.server_cpu_s.get(s, 0.0) for r in ok) for s in servers},
                 errors=[f"rep {r.rep}: {r.error}" for r in rows if not r.ok],
+                scenario=scenario,
+                objects=rows[0].objects,
+                working_s=_median([r.working_s for r in ok]),
+                requests=_median([float(r.requests or 0) for r in counted]),
+                requests_per_object=_median([r.requests_per_object or 0.0 for r in counted if r.objects]),
+                api_per_object=_per_object(counted, "api_requests"),
+                s3_per_object=_per_object(counted, "s3_requests"),
+                request_breakdown=_breakdown(_median_rep(counted)),
+                api_idle_gap_s=_median([r.api_idle_gap_s for r in counted]),
             )
         )
     refs = {"upload": "transferd-upload", "download": "transferd-download", "ceiling": "transferd-ceiling"}
-    by_key = {s.key: s for s in out}
+    by_key = {(s.scenario, s.key): s for s in out}
     for s in out:
-        ref = by_key.get(refs.get(s.phase, ""))
+        ref = by_key.get((s.scenario, refs.get(s.phase, "")))
         if ref is not None and ref.mb_s and s.mb_s:
             s.transferd_x = ref.mb_s / s.mb_s
     return out
 
 
 def check_targets(summaries: list[Summary]) -> list[TargetCheck]:
+    """The standard run's targets, then those of the low-pass and WAN scenarios that were run."""
+    standard = [s for s in summaries if s.scenario == "standard"]
+    checks = _standard_checks(standard) if standard or not summaries else []
+    scenarios = {s.scenario for s in summaries}
+    if "lowpass" in scenarios:
+        checks += lowpass_checks([s for s in summaries if s.scenario == "lowpass"])
+    for scenario in ("wan-lowpass", "wan-standard"):
+        if scenario in scenarios:
+            checks.append(wan_check(scenario, [s for s in summaries if s.scenario == scenario]))
+    return checks
+
+
+def _vs_gencove_working(name: str, required: float, by: dict[str, Summary]) -> TargetCheck:
+    """transferd's wall time against the gencove CLI's working time (its wall minus the fixed sleep)."""
+    up, gen = by.get("transferd-upload"), by.get("gencove-upload")
+    if not (up and gen and up.wall_s and gen.working_s):
+        return TargetCheck(name, f">= {required:.2f}x", "not measured", None)
+    ratio = gen.working_s / up.wall_s
+    measured = (
+        f"{ratio:.2f}x (transferd {up.wall_s:.1f} s wall vs gencove {gen.working_s:.1f} s working, "
+        f"{gen.wall_s or 0:.1f} s wall incl. its {gen.fixed_sleep_s:.0f} s sleep)"
+    )
+    return TargetCheck(name, f">= {required:.2f}x", measured, ratio >= required)
+
+
+def lowpass_checks(summaries: list[Summary]) -> list[TargetCheck]:
+    by = {s.key: s for s in summaries}
+    checks = [_vs_gencove_working("low-pass: upload vs gencove CLI working time", LOWPASS_VS_GENCOVE, by)]
+    up, s5 = by.get("transferd-upload"), by.get("s5cmd-upload")
+    if up and s5 and up.wall_s and s5.wall_s:
+        ratio = s5.wall_s / up.wall_s
+        measured = f"{ratio:.2f}x (transferd {up.wall_s:.1f} s vs s5cmd {s5.wall_s:.1f} s wall)"
+        checks.append(TargetCheck("low-pass: upload vs s5cmd", f">= {LOWPASS_VS_S5CMD:.1f}x", measured, ratio >= 1.0))
+    else:
+        checks.append(TargetCheck("low-pass: upload vs s5cmd", f">= {LOWPASS_VS_S5CMD:.1f}x", "not measured", None))
+    gen = by.get("gencove-upload")
+    rpo_ref = gen.requests_per_object if gen and gen.requests_per_object else None
+    required = (
+        f"<= gencove's per object ({'measured' if rpo_ref else f'{GENCOVE_REQUESTS_PER_OBJECT:.1f}, issue 15'}) "
+        f"x objects + {REQUESTS_PER_RUN_ALLOWANCE} per run"
+    )
+    name = "low-pass: requests per object (API + S3)"
+    if up and up.requests is not None and up.objects:
+        per_object = rpo_ref or GENCOVE_REQUESTS_PER_OBJECT
+        allowed = per_object * up.objects + REQUESTS_PER_RUN_ALLOWANCE
+        measured = (
+            f"transferd {up.requests:.0f} requests = {up.requests_per_object:.2f}/object "
+            f"({up.api_per_object:.2f} API + {up.s3_per_object:.2f} S3); allowed {per_object:.2f} x {up.objects} "
+            f"+ {REQUESTS_PER_RUN_ALLOWANCE} = {allowed:.0f}"
+        )
+        checks.append(TargetCheck(name, required, measured, up.requests <= allowed))
+    else:
+        checks.append(TargetCheck(name, required, "not measured", None))
+    return checks
+
+
+def wan_check(scenario: str, summaries: list[Summary]) -> TargetCheck:
+    title = SCENARIO_TITLES.get(scenario, scenario)
+    by = {s.key: s for s in summaries}
+    return _vs_gencove_working(f"{title}: upload vs gencove CLI working time", WAN_VS_GENCOVE, by)
+
+
+def _standard_checks(summaries: list[Summary]) -> list[TargetCheck]:
     by = {s.key: s for s in summaries}
 
     def mbs(key: str) -> float | None:
@@ -248,10 +381,8 @@ def _fmt(value: float | None, spec: str = ".1f", unit: str = "") -> str:
     return "—" if value is None else f"{value:{spec}}{unit}"
 
 
-def render_markdown(meta: dict[str, Any], summaries: list[Summary], checks: list[TargetCheck]) -> str:
-    lines = [f"# transferd benchmark, {meta['started']}", ""]
-    cfg = meta["config"]
-    lines += [
+def _standard_table(cfg: dict[str, Any], summaries: list[Summary]) -> list[str]:
+    lines = [
         f"Data: synthetic run of {cfg['files']} gzip FASTQs ({cfg['samples']} samples x {cfg['lanes']} lanes x R1/R2), "
         f"{cfg['logical_bytes'] / MB:,.1f} MB ({cfg['logical_bytes'] / GIB:.2f} GiB) in total; "
         f"{cfg['reps']} repetition(s) per contender, interleaved; S3 server: {cfg['s3_server']}.",
@@ -270,6 +401,50 @@ def render_markdown(meta: dict[str, Any], summaries: list[Summary], checks: list
             f"| {_fmt(s.transferd_x, '.2f', 'x')} | {_fmt(s.cpu_s_per_gib, '.2f')} | {_fmt(s.peak_rss_mib, '.0f')} "
             f"| {server} | {s.reps_ok}/{s.reps} |"
         )
+    return lines
+
+
+def _scenario_table(name: str, info: dict[str, Any], summaries: list[Summary]) -> list[str]:
+    """A low-pass or WAN section: times, working time, requests per object and what they were."""
+    delay = ""
+    if info.get("delay_ms"):
+        delay = f"; {info['delay_ms']:g} ms added each way to the API and to S3 (bench/wan_proxy.py)"
+    lines = [
+        "",
+        f"## {SCENARIO_TITLES.get(name, name)}",
+        "",
+        f"Data: {info['files']} gzip FASTQs ({info['samples']} samples x {info['lanes']} lane(s) x R1/R2), "
+        f"{info['logical_bytes'] / MB:,.1f} MB{delay}. Requests counted on the servers: API from the sandbox's "
+        "request log, S3 by s3rver itself (every client talks to s3rver directly).",
+        "",
+        "| contender | wall s (median) | working s (excl. fixed sleep) | MB/s | transferd × (working time) "
+        "| requests / object (API + S3) | requests of the median rep | longest API pause s | ok |",
+        "|---|---:|---:|---:|---:|---|---|---:|---:|",
+    ]
+    ref = next((s for s in summaries if s.key == "transferd-upload"), None)
+    for s in summaries:
+        x = s.working_s / ref.wall_s if ref and ref.wall_s and s.working_s else None
+        rpo = "—"
+        if s.requests_per_object is not None:
+            rpo = f"{s.requests_per_object:.2f} ({_fmt(s.api_per_object, '.2f')} + {_fmt(s.s3_per_object, '.2f')})"
+        breakdown = ", ".join(f"{k} {n}" for k, n in s.request_breakdown.items()) or "—"
+        lines.append(
+            f"| {s.label} | {_fmt(s.wall_s)} | {_fmt(s.working_s)} | {_fmt(s.mb_s)} | {_fmt(x, '.2f', 'x')} "
+            f"| {rpo} | {breakdown} | {_fmt(s.api_idle_gap_s)} | {s.reps_ok}/{s.reps} |"
+        )
+    return lines
+
+
+def render_markdown(meta: dict[str, Any], summaries: list[Summary], checks: list[TargetCheck]) -> str:
+    lines = [f"# transferd benchmark, {meta['started']}", ""]
+    cfg = meta["config"]
+    standard = [s for s in summaries if s.scenario == "standard"]
+    if standard or not summaries:
+        lines += _standard_table(cfg, standard)
+    for name, info in meta.get("scenarios", {}).items():
+        rows = [s for s in summaries if s.scenario == name]
+        if rows:
+            lines += _scenario_table(name, info, rows)
     lines += ["", "## Targets", "", "| target | required | measured | holds |", "|---|---|---|---|"]
     for c in checks:
         verdict = "not measured" if c.holds is None else ("yes" if c.holds else "**no**")

