@@ -406,16 +406,18 @@ def _standard_table(cfg: dict[str, Any], summaries: list[Summary]) -> list[str]:
 
 def _scenario_table(name: str, info: dict[str, Any], summaries: list[Summary]) -> list[str]:
     """A low-pass or WAN section: times, working time, requests per object and what they were."""
-    delay = ""
+    delay, path = "", "every client talks to s3rver directly"
     if info.get("delay_ms"):
         delay = f"; {info['delay_ms']:g} ms added each way to the API and to S3 (bench/wan_proxy.py)"
+        path = "every client goes through the same delaying proxies to them"
     lines = [
         "",
         f"## {SCENARIO_TITLES.get(name, name)}",
         "",
         f"Data: {info['files']} gzip FASTQs ({info['samples']} samples x {info['lanes']} lane(s) x R1/R2), "
         f"{info['logical_bytes'] / MB:,.1f} MB{delay}. Requests counted on the servers: API from the sandbox's "
-        "request log, S3 by s3rver itself (every client talks to s3rver directly).",
+        f"request log, S3 by s3rver itself ({path}). Working time: wall minus the command's fixed sleep "
+        "(gencove: 10 s); longest API pause: the longest time with no API request in flight.",
         "",
         "| contender | wall s (median) | working s (excl. fixed sleep) | MB/s | transferd × (working time) "
         "| requests / object (API + S3) | requests of the median rep | longest API pause s | ok |",
