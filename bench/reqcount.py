@@ -35,6 +35,7 @@ class RequestCounts:
     api: dict[str, int] = field(default_factory=dict)  # Gencove endpoint -> requests
     s3: dict[str, int] = field(default_factory=dict)  # "Operation user-agent" -> requests
     api_idle_gap_s: float = 0.0  # the longest time with no API request in flight, between the first and last
+    api_entries: tuple[dict[str, object], ...] = field(default=(), repr=False)  # the log entries, for the logs dir
 
     @property
     def api_total(self) -> int:
@@ -93,4 +94,4 @@ class RequestCounter:
         if self.s3rver_url:
             now = s3rver_counts(self.s3rver_url)
             s3 = {k: n - mark.s3.get(k, 0) for k, n in now.items() if n > mark.s3.get(k, 0)}
-        return RequestCounts(api=dict(api), s3=s3, api_idle_gap_s=idle_gap_s(entries))
+        return RequestCounts(api=dict(api), s3=s3, api_idle_gap_s=idle_gap_s(entries), api_entries=tuple(entries))

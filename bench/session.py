@@ -8,6 +8,7 @@ removed (the log is kept).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -78,6 +79,9 @@ def measure_once(
         counts = counter.since(mark)
         record.api_requests, record.s3_requests = counts.api, counts.s3
         record.api_idle_gap_s = counts.api_idle_gap_s
+        # The API timeline beside the command's log: where a low-pass or WAN run spends its round trips.
+        timeline = {"s3": counts.s3, "api": list(counts.api_entries)}
+        log_path.with_suffix(".requests.json").write_text(json.dumps(timeline, indent=1) + "\n")
     record.wall_s, record.user_s, record.sys_s = m.wall_s, m.user_s, m.sys_s
     record.peak_rss_bytes, record.exit_code = m.peak_rss_bytes, m.exit_code
     record.server_cpu_s = {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
