@@ -468,6 +468,11 @@ def render_markdown(meta: dict[str, Any], summaries: list[Summary], checks: list
         f"load average at start {m['loadavg_at_start']}, at end {m.get('loadavg_at_end', '?')}; "
         f"transferd on Python {m.get('python', '?')}, event loop {m.get('event_loop', 'asyncio')}",
         "* " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        *(
+            [f"* transferd ran with `--config`: `{' '.join(cfg['transferd_config'].split())}`"]
+            if cfg.get("transferd_config")
+            else []
+        ),
         "",
         "MB/s = logical bytes / 10^6 / wall seconds (process start to exit). CPU = user+sys of the client process "
         "tree (wait4). Peak RSS = max over reps of the larger of ru_maxrss and the summed VmRSS of the process tree. "

@@ -84,12 +84,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--lowpass-file-mb", type=float, default=2.0, help="low-pass run: MB per FASTQ (default: 2)")
     p.add_argument("--wan-delay-ms", type=float, default=50.0, help="WAN: one-way delay added (default: 50)")
     p.add_argument("--wan-gib", type=float, default=None, help="WAN: size of the standard run (default: --gib)")
+    p.add_argument(
+        "--transferd-config",
+        type=Path,
+        default=None,
+        metavar="TOML",
+        help="pass `--config TOML` to transferd upload (e.g. other [upload] settings; recorded in the results)",
+    )
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help="where to write the results")
     p.add_argument("--tmp-dir", type=Path, default=None, help="parent of the run's temp dir (S3 data, scratch)")
     args = p.parse_args(argv)
     if args.gib <= 0 or args.reps < 1:
         p.error("--gib must be > 0 and --reps >= 1")
     args.wan_gib = args.gib if args.wan_gib is None else args.wan_gib
+    if args.transferd_config is not None and not args.transferd_config.is_file():
+        p.error(f"--transferd-config {args.transferd_config}: no such file")
     if args.lowpass_samples < 1 or args.lowpass_file_mb <= 0 or args.wan_delay_ms < 0 or args.wan_gib <= 0:
         p.error("--lowpass-samples must be >= 1, --lowpass-file-mb and --wan-gib > 0, --wan-delay-ms >= 0")
     scenarios = [k.strip() for item in args.scenario or ["standard"] for k in item.split(",") if k.strip()]
@@ -190,13 +199,14 @@ def s3rver_suite(
     records: list[RepRecord],
     scenario: str = "standard",
     delay_ms: float = 0.0,
+    transferd_config: Path | None = None,
 ) -> None:
     uploads = [r for r in runners if r.phase == "upload"]
     downloads = [r for r in runners if r.phase == "download"]
     tag = "" if scenario == "standard" else f"-{scenario}"
     with ExitStack() as stack:
         target = s3rver_target(stack, tmp, log_dir, progress, tag, delay_ms)
-        ctx = BenchContext(run=run, target=target, scenario=scenario)
+        ctx = BenchContext(run=run, target=target, scenario=scenario, transferd_config=transferd_config)
         scratch = tmp / f"scratch{tag}"
         if uploads:
             where = f"{scenario}: uploads to s3rver at {target.s3_url}"
@@ -231,6 +241,7 @@ def sink_suite(
     log_dir: Path,
     progress: Progress,
     records: list[RepRecord],
+    transferd_config: Path | None = None,
 ) -> None:
     with ExitStack() as stack:
         progress.say("starting the null S3 sink and a sandbox in front of it")
@@ -243,7 +254,7 @@ def sink_suite(
         target = Target(
             "sink", sink.url, sandbox.info, sandbox.control(), admin, {"sink": sink.pid, "sandbox": sandbox.pid}
         )
-        ctx = BenchContext(run=run, target=target)
+        ctx = BenchContext(run=run, target=target, transferd_config=transferd_config)
         progress.say(f"client ceiling against the sink at {sink.url}: {', '.join(r.key for r in runners)} x {reps}")
         run_phase(runners, ctx, reps, tmp / "scratch-sink", log_dir, progress, records)
 
@@ -321,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 progress.say(f"warming the page cache ({data.root.name})")
                 warm_page_cache(data)
-                extra = {} if suite is sink_suite else {"scenario": scenario, "delay_ms": delay_ms}
+                extra: dict[str, object] = {"transferd_config": args.transferd_config}
+                if suite is not sink_suite:
+                    extra |= {"scenario": scenario, "delay_ms": delay_ms}
                 try:
                     suite(members, data, args.reps, tmp, log_dir, progress, records, **extra)
                 except Exception as exc:  # one broken suite must not lose the others' figures
@@ -338,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "reps": args.reps,
             "only": args.only,
             "scenarios": args.scenario,
+            "transferd_config": args.transferd_config.read_text() if args.transferd_config else None,
             "samples": SAMPLES,
             "lanes": LANES,
             "files": len(run.files) if run else 0,

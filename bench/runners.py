@@ -62,6 +62,7 @@ class BenchContext:
     target: Target
     deliverables: list[ExpectedFile] = field(default_factory=list)  # the FASTQ deliverables, for downloads
     scenario: str = "standard"  # the results section: standard, lowpass, wan-lowpass, wan-standard
+    transferd_config: Path | None = None  # `transferd upload -c FILE` (e.g. other [upload] settings), if given
 
     def objects(self, runner: Runner) -> int:
         """Objects one upload of the run makes: one per sample read, or one per file without concatenation."""
@@ -214,6 +215,8 @@ class TransferdUpload(Runner):
             "--state", str(scratch / "transferd-state.db"),
             "--no-progress",
         ]  # fmt: skip
+        if ctx.transferd_config is not None:
+            argv += ["--config", str(ctx.transferd_config)]
         return Invocation(argv=argv, env=env, cwd=scratch, logical_bytes=ctx.run.total_bytes)
 
     def verify(self, ctx: BenchContext, inv: Invocation, scratch: Path) -> None:

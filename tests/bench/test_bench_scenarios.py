@@ -24,6 +24,7 @@ from bench import tools  # noqa: E402
 from bench.data import ensure_lowpass_run  # noqa: E402
 from bench.report import RepRecord, check_targets, render_markdown, summarize  # noqa: E402
 from bench.reqcount import idle_gap_s, s3rver_counts  # noqa: E402
+from bench.run import parse_args  # noqa: E402
 from bench.s3rver import ACCESS_KEY, SECRET_KEY, S3rver  # noqa: E402
 from bench.servers import WanProxy  # noqa: E402
 from tests.helpers import s3_client  # noqa: E402
@@ -156,3 +157,13 @@ def test_lowpass_and_wan_targets_from_requests_and_working_time() -> None:
     text = render_markdown(meta, summaries, check_targets(summaries))
     assert "## Low-pass (loopback)" in text and "## WAN: low-pass" in text and "50 ms added each way" in text
     assert "| 2.03 (1.03 + 1.00) |" in text  # transferd: (790 + 768) / 768
+
+
+def test_scenario_flags_default_to_the_standard_run_only(tmp_path: Path) -> None:
+    assert parse_args([]).scenario == ["standard"]
+    args = parse_args(["--scenario", "wan,lowpass", "--scenario", "lowpass", "--gib", "0.5"])
+    assert args.scenario == ["lowpass", "wan"] and args.wan_gib == 0.5 and args.lowpass_file_mb == 2.0
+    assert args.lowpass_samples == 384 and args.wan_delay_ms == 50.0 and args.transferd_config is None
+    for bad in (["--scenario", "lan"], ["--lowpass-file-mb", "0"], ["--transferd-config", str(tmp_path / "no")]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
