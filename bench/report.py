@@ -388,8 +388,8 @@ def _standard_table(cfg: dict[str, Any], summaries: list[Summary]) -> list[str]:
         f"{cfg['reps']} repetition(s) per contender, interleaved; S3 server: {cfg['s3_server']}.",
         "",
         "| contender | phase | MB/s (median) | per rep | transferd × | client CPU s/GiB | client peak RSS MiB "
-        "| server CPU s (median) | ok |",
-        "|---|---|---:|---|---:|---:|---:|---|---:|",
+        "| server CPU s (median) | requests / object | ok |",
+        "|---|---|---:|---|---:|---:|---:|---|---:|---:|",
     ]
     for s in summaries:
         mb = _fmt(s.mb_s)
@@ -399,7 +399,7 @@ def _standard_table(cfg: dict[str, Any], summaries: list[Summary]) -> list[str]:
         lines.append(
             f"| {s.label} | {s.phase} | {mb} | {', '.join(str(v) for v in s.mb_s_all) or '—'} "
             f"| {_fmt(s.transferd_x, '.2f', 'x')} | {_fmt(s.cpu_s_per_gib, '.2f')} | {_fmt(s.peak_rss_mib, '.0f')} "
-            f"| {server} | {s.reps_ok}/{s.reps} |"
+            f"| {server} | {_fmt(s.requests_per_object, '.2f')} | {s.reps_ok}/{s.reps} |"
         )
     return lines
 
