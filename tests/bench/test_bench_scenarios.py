@@ -23,11 +23,12 @@ if str(REPO) not in sys.path:
 from bench import tools  # noqa: E402
 from bench.data import ensure_lowpass_run  # noqa: E402
 from bench.report import RepRecord, check_targets, render_markdown, summarize  # noqa: E402
-from bench.reqcount import idle_gap_s, s3rver_counts  # noqa: E402
+from bench.reqcount import RequestCounter, idle_gap_s, s3rver_counts  # noqa: E402
 from bench.run import parse_args  # noqa: E402
 from bench.s3rver import ACCESS_KEY, SECRET_KEY, S3rver  # noqa: E402
 from bench.servers import WanProxy  # noqa: E402
 from tests.helpers import s3_client  # noqa: E402
+from transferd.sandbox import SandboxProcess  # noqa: E402
 
 
 def test_lowpass_run_is_one_lane_per_sample_of_about_the_requested_size(tmp_path: Path) -> None:
@@ -167,3 +168,18 @@ def test_scenario_flags_default_to_the_standard_run_only(tmp_path: Path) -> None
     for bad in (["--scenario", "lan"], ["--lowpass-file-mb", "0"], ["--transferd-config", str(tmp_path / "no")]):
         with pytest.raises(SystemExit):
             parse_args(bad)
+
+
+def test_request_counter_counts_only_the_gencove_api_requests_after_its_mark(sandbox: SandboxProcess) -> None:
+    control = sandbox.control
+    control.api("GET", "/api/v2/projects/")  # before the mark: not counted
+    counter = RequestCounter(control, s3rver_url=None)
+    mark = counter.mark()
+    control.api("GET", "/api/v2/projects/")
+    control.api("GET", f"/api/v2/project-samples/{sandbox.info.project_id}")
+    control.api("GET", "/api/v2/projects/")
+    control.faults()  # a control call: not a Gencove API request
+    counts = counter.since(mark)
+    assert counts.api == {"projects": 2, "project-samples": 1}
+    assert counts.s3 == {} and counts.total == 3
+    assert len(counts.api_entries) == 3 and counts.api_idle_gap_s >= 0.0
