@@ -101,7 +101,18 @@ class AwsChunkedDecoder extends Transform {
     this.state = 'size'; // size -> data -> crlf -> size ... -> trailer -> done
   }
 
+  // A bad body must fail its request, not the server: an error emitted here reaches no handler (s3rver pipes this
+  // stream on, and pipe() does not forward errors) and would end the process. So the rest of the body is
+  // swallowed, s3rver stores what came, and the middleware below deletes it and answers with the error.
+  refuse(code, message, done) {
+    this.failure = { code, message };
+    this.state = 'done';
+    this.pending = Buffer.alloc(0);
+    done();
+  }
+
   _transform(buf, _encoding, done) {
+    if (this.state === 'done') return done(); // after a refusal, or bytes past the trailers
     let data = this.pending.length ? Buffer.concat([this.pending, buf]) : buf;
     this.pending = Buffer.alloc(0);
     while (data.length && this.state !== 'done') {
@@ -121,14 +132,14 @@ class AwsChunkedDecoder extends Transform {
       if (this.state === 'crlf') this.state = 'size';
       else if (this.state === 'size') {
         this.left = parseInt(line.split(';')[0], 16);
-        if (Number.isNaN(this.left)) return done(new Error(`bad aws-chunked size line ${JSON.stringify(line)}`));
+        if (Number.isNaN(this.left)) return this.refuse('IncompleteBody', `bad aws-chunked size line ${JSON.stringify(line)}`, done);
         this.state = this.left ? 'data' : 'trailer';
       } else if (this.state === 'trailer' && line === '') this.state = 'done';
       else if (this.state === 'trailer' && this.sha256) {
         const [name, ...value] = line.split(':');
         if (name.trim().toLowerCase() !== this.trailer) continue;
         const got = this.sha256.digest('base64');
-        if (value.join(':').trim() !== got) return done(new Error(`BadDigest: ${this.trailer} does not match`));
+        if (value.join(':').trim() !== got) return this.refuse('BadDigest', `${this.trailer} does not match`, done);
         this.verified = got;
       }
     }
@@ -142,7 +153,8 @@ server.middleware.unshift(async (ctx, next) => {
   if (encoding.split(',').map((e) => e.trim()).includes('aws-chunked')) {
     const raw = ctx.req;
     const decoder = new AwsChunkedDecoder((raw.headers['x-amz-trailer'] || '').toLowerCase());
-    raw.on('error', (err) => decoder.destroy(err));
+    raw.on('error', () => decoder.destroy()); // a client gone mid-body: s3rver's own streams end the same way
+    decoder.on('error', () => {}); // never the process's end (see refuse())
     const decoded = raw.pipe(decoder);
     const headers = { ...raw.headers, 'content-length': raw.headers['x-amz-decoded-content-length'] };
     const rest = encoding.split(',').map((e) => e.trim()).filter((e) => e && e !== 'aws-chunked');
@@ -152,6 +164,15 @@ server.middleware.unshift(async (ctx, next) => {
                              connection: raw.connection, httpVersion: raw.httpVersion });
     ctx.req = ctx.request.req = decoded;
     await next();
+    if (decoder.failure && ctx.status === 200) {
+      const slash = ctx.path.indexOf('/', 1);
+      await ctx.store.deleteObject(ctx.path.slice(1, slash), decodeURIComponent(ctx.path.slice(slash + 1)));
+      ctx.status = 400;
+      ctx.type = 'application/xml';
+      ctx.body = '<?xml version="1.0" encoding="UTF-8"?>\n' +
+        `<Error><Code>${decoder.failure.code}</Code><Message>${decoder.failure.message}</Message></Error>`;
+      return;
+    }
     if (ctx.status === 200 && decoder.verified) ctx.set(decoder.trailer, decoder.verified);
     return;
   }
