@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiobotocore.session import get_session
 from aiohttp import web
@@ -170,3 +171,28 @@ def test_summary_and_targets_from_repetitions() -> None:
     assert checks["download vs gencove download"] is True
     assert checks["client CPU per GiB uploaded"] is True
     assert checks["client peak RSS"] is False
+
+
+async def test_sink_decodes_an_aws_chunked_put_and_names_its_trailer(sink_url: str) -> None:
+    """transferd sends single PUTs aws-chunked with a SHA-256 trailer: the sink keeps the data's size and md5."""
+    body = b"ACGT" * 100_000
+    sha = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    framed = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 65536]), body[i : i + 65536]) for i in range(0, len(body), 65536)
+    )
+    framed += b"0\r\nx-amz-checksum-sha256:" + sha.encode() + b"\r\n\r\n"
+    headers = {
+        "Content-Encoding": "aws-chunked",
+        "x-amz-decoded-content-length": str(len(body)),
+        "x-amz-trailer": "x-amz-checksum-sha256",
+    }
+    async with aiohttp.ClientSession() as http:
+        assert (await http.put(f"{sink_url}/b")).status == 200
+        async with http.put(f"{sink_url}/b/obj", data=framed, headers=headers) as resp:
+            assert resp.status == 200
+            assert resp.headers["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
+            assert resp.headers["x-amz-checksum-sha256"] == sha
+        async with http.head(f"{sink_url}/b/obj") as resp:
+            assert resp.headers["Content-Length"] == str(len(body))
+        async with http.put(f"{sink_url}/b/cut", data=framed[:1000], headers=headers) as resp:
+            assert resp.status == 400 and "IncompleteBody" in await resp.text()
