@@ -50,7 +50,8 @@ def measure_once(
     scratch = scratch_root / f"{runner.key}-rep{rep}"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    log_path = log_dir / f"{runner.key}-rep{rep}.log"
+    scenario = "" if ctx.scenario == "standard" else f"{ctx.scenario}-"  # one log dir serves every scenario
+    log_path = log_dir / f"{scenario}{runner.key}-rep{rep}.log"
     if reset and runner.phase != "download":
         reset_target(ctx)
     os.sync()
