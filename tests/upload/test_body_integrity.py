@@ -122,3 +122,24 @@ async def test_a_server_that_stores_aws_chunked_framing_is_noticed_and_puts_fall
     assert [r.levelname for r in caplog.records if "upload.s3_no_aws_chunked" in r.getMessage()] == ["WARNING"]
     puts = [e for e in sandbox.control.log(target="s3") if e["operation"] == "PutObject"]
     assert len(puts) == 5  # one object sent framed (and noticed), then again and the other three: plain
+
+
+async def test_a_server_that_refuses_aws_chunked_bodies_gets_the_checksum_up_front(
+    sandbox: SandboxProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """501 NotImplemented to an aws-chunked PUT: the object starts again and single PUTs send their SHA-256 as a
+    header from then on (a first pass over the sources); the sample is delivered, not failed."""
+    run_dir = make_run(tmp_path / "seq" / "NOCHUNK", {"A": 1}, mib_per_file=1)
+    sandbox.control.add_fault(target="s3", operation="PutObject", status=501, code="NotImplemented", times=1)
+    cfg = setup(sandbox, tmp_path, single_put_max=4 * MiB, max_objects=1)
+    report = await upload_once(cfg, tmp_path / "j.sqlite3", make_watch(tmp_path / "seq", sandbox.info.project_id),
+                               run_dir)  # fmt: skip
+    assert report.ok, [(s.client_id, s.state, s.error) for s in report.samples]
+    puts = [(e["status"], e["fault"]) for e in sandbox.control.log(target="s3") if e["operation"] == "PutObject"]
+    assert puts == [(501, "status 501 NotImplemented"), (200, None), (200, None)]
+    assert [r.levelname for r in caplog.records if "upload.s3_no_aws_chunked" in r.getMessage()] == ["WARNING"]
+    for read in ("R1", "R2"):
+        up = uploads_by_path(sandbox)[f"gncv://seq1/NOCHUNK/A_{read}.fastq.gz"]
+        assert s3_sha256(sandbox, up["s3"]["bucket"], up["s3"]["object_name"]) == sha256_concat(
+            sources_of(run_dir, "A", read)
+        )

@@ -31,7 +31,7 @@ from transferd.log import event
 from transferd.retry import ApiError
 from transferd.stats import STATS
 from transferd.upload.budget import ByteBudget
-from transferd.upload.s3 import MultipartGone, RemotePart, S3Backend, Stored
+from transferd.upload.s3 import MultipartGone, RemotePart, S3Backend, Stored, TrailersRefused
 from transferd.upload.stream import (
     PartBuffers,
     PartData,
@@ -288,6 +288,8 @@ class ObjectEngine:
                 try:
                     stored, sha256 = await self._send_whole(s3, obj, progress, sha256)
                     sent = 1
+                except TrailersRefused as e:
+                    raise _Restart(str(e)) from None
                 except (SourceChanged, asyncio.CancelledError):
                     raise
                 except Exception:

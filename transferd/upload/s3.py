@@ -55,6 +55,11 @@ class MultipartGone(Exception):
     """S3 no longer knows the multipart upload (aborted or expired): the object starts again."""
 
 
+class TrailersRefused(Exception):
+    """The server refused an aws-chunked body (501 NotImplemented): single PUTs now send their checksum up front,
+    and the object starts again."""
+
+
 SHA256_META = "transferd-sha256"  # user metadata of objects sent by one PutObject: SHA-256 of the sources
 SHA256_TRAILER = "x-amz-checksum-sha256"
 
@@ -114,6 +119,11 @@ def _sign_trailer(request: Any, **_: Any) -> None:
     request.headers["X-Amz-Trailer"] = body.trailer
     request.headers["X-Amz-Decoded-Content-Length"] = str(body.size)
     request.headers["X-Amz-Sdk-Checksum-Algorithm"] = "SHA256"
+
+
+def _status(exc: ClientError) -> int | None:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None
 
 
 def _error_code(exc: ClientError) -> str:
@@ -354,6 +364,16 @@ class S3Backend:
             body.seek(0)
             try:
                 return await self._client.put_object(Body=body, **kwargs)
+            except ClientError as e:
+                if body.trailer is not None and (_error_code(e) == "NotImplemented" or _status(e) == 501):
+                    self.trailers = False
+                    event(log, "upload.s3_no_aws_chunked", logging.WARNING, object=f"s3://{bucket}/{key}",
+                          error=_error_code(e), hint="the S3 server refuses aws-chunked bodies; single PUTs now hash "
+                          "their sources first (set s3_checksums = \"when_required\" for such servers)")  # fmt: skip
+                    raise TrailersRefused(f"s3://{bucket}/{key}: the S3 server refused an aws-chunked body") from e
+                if body.failed is not None:
+                    raise body.failed from None
+                raise
             except Exception:
                 if body.failed is not None:
                     raise body.failed from None
