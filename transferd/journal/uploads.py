@@ -570,6 +570,18 @@ def run_ids_for(conn: sqlite3.Connection, paths: Sequence[tuple[str, str]]) -> l
     return ids
 
 
+@dataclass(frozen=True, slots=True)
+class RunKey:
+    run_id: int
+    run_path: str
+    analysis: str
+
+
+def runs_by_id(conn: sqlite3.Connection, run_ids: Sequence[int]) -> list[RunKey]:
+    rows = [conn.execute("SELECT id, path, analysis FROM runs WHERE id = ?", (i,)).fetchone() for i in run_ids]
+    return [RunKey(int(r["id"]), r["path"], r["analysis"]) for r in rows if r is not None]
+
+
 def outcomes(conn: sqlite3.Connection, run_ids: Sequence[int]) -> list[SampleOutcome]:
     out = []
     for run_id in run_ids:

@@ -25,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from transferd.config import Config, WatchConfig
-from transferd.discovery.models import Run
+from transferd.discovery.models import Run, escaped
 from transferd.gencove.client import GencoveClient
 from transferd.journal import Journal
 from transferd.journal import uploads as jq
@@ -119,37 +120,44 @@ class UploadPipeline:
         text); a run or sample already known is not added again. Incomplete runs are ignored for now.
         What is newly recorded as a problem (a run's problems, a failed sample) is logged as a WARNING each."""
         now = time.time()
-        plans: list[RunPlan] = []
         for run in runs:
-            plan = plan_run(
-                run,
-                watch=str(watch.path),
-                destination=watch.destination,
-                project_id=watch.project_id,
-                metadata=watch.metadata,
-                now=now,
-            )
-            if plan is not None:
-                plans.append(plan)
-        for plan in plans:
-            since = time.time()  # samples record_run inserts are created at or after this
-            result = await self.journal.run(jq.record_run, plan)
-            if result.new_run:
-                for problem in plan.problems:
-                    event(log, "upload.run_problem", logging.WARNING, run=plan.path, problem=problem)
-            if result.failed_samples:
-                for client_id, problem in await self.journal.run(jq.failed_since, result.run_id, since):
-                    event(
-                        log, "upload.sample_rejected", logging.WARNING, run=plan.path, client_id=client_id,
-                        problem=problem,
-                    )  # fmt: skip
-            if result.new_run or result.new_samples:
+            try:
+                plan = plan_run(
+                    run,
+                    watch=str(watch.path),
+                    destination=watch.destination,
+                    project_id=watch.project_id,
+                    metadata=watch.metadata,
+                    now=now,
+                )
+                if plan is not None:
+                    await self._submit_plan(plan)
+            except Exception as exc:  # one run we cannot handle must not stop the other runs of its root
+                STATS.error("discovery")
                 event(
-                    log, "upload.run_submitted", run=plan.path, analysis=plan.analysis or None, new=result.new_run,
-                    samples=result.new_samples, failed=result.failed_samples,
+                    log, "upload.run_failed", logging.ERROR, run=escaped(str(run.path)), error=escaped(repr(exc)),
+                    traceback=escaped("".join(traceback.format_exception(exc))),
                 )  # fmt: skip
         self._wake.set()
         self._changed.set()
+
+    async def _submit_plan(self, plan: RunPlan) -> None:
+        since = time.time()  # samples record_run inserts are created at or after this
+        result = await self.journal.run(jq.record_run, plan)
+        if result.new_run:
+            for problem in plan.problems:
+                event(log, "upload.run_problem", logging.WARNING, run=plan.path, problem=problem)
+        if result.failed_samples:
+            for client_id, problem in await self.journal.run(jq.failed_since, result.run_id, since):
+                event(
+                    log, "upload.sample_rejected", logging.WARNING, run=plan.path, client_id=client_id,
+                    problem=problem,
+                )  # fmt: skip
+        if result.new_run or result.new_samples:
+            event(
+                log, "upload.run_submitted", run=plan.path, analysis=plan.analysis or None, new=result.new_run,
+                samples=result.new_samples, failed=result.failed_samples,
+            )  # fmt: skip
 
     async def run(self) -> None:
         """Upload and assign whatever the journal holds, until cancelled or `stop()`."""
@@ -192,7 +200,7 @@ class UploadPipeline:
         `on_start` receives the number of bytes left to upload (for a progress bar)."""
         await self.submit(watch, runs)
         complete = [r for r in runs if r.complete]
-        run_ids = await self.journal.run(jq.run_ids_for, [(str(r.path), r.analysis or "") for r in complete])
+        run_ids = await self.journal.run(jq.run_ids_for, [(escaped(str(r.path)), r.analysis or "") for r in complete])
         if on_start is not None:
             on_start(await self.journal.run(jq.remaining_bytes, run_ids))
         if await self.journal.run(jq.unfinished_samples, run_ids) and not self._stop_requested.is_set():
@@ -208,8 +216,14 @@ class UploadPipeline:
         incomplete = tuple(
             f"{r.unit_path}: " + ("; ".join(r.reasons) or "not complete") for r in runs if not r.complete
         )
-        problems = tuple(f"{r.unit_path}: {p}" for r in runs for p in r.problems)
-        return UploadReport(tuple(samples), not_ready, incomplete, problems)
+        problems = tuple(f"{escaped(str(r.unit_path))}: {escaped(p)}" for r in runs for p in r.problems)
+        recorded = {(o.run_path, o.analysis) for o in await self.journal.run(jq.runs_by_id, run_ids)}
+        lost = tuple(
+            f"{escaped(str(r.unit_path))}: could not be recorded; nothing of it was uploaded (see the log)"
+            for r in complete
+            if (escaped(str(r.path)), r.analysis or "") not in recorded
+        )
+        return UploadReport(tuple(samples), not_ready, incomplete, problems + lost)
 
     # -- the loop -------------------------------------------------------------------------------------------------
     async def _serve(self, until_done: Sequence[int] | None) -> None:
