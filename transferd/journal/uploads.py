@@ -180,10 +180,12 @@ def _revive_unavailable(conn: sqlite3.Connection, sample_id: int, destinations: 
     return True
 
 
-def record_run(conn: sqlite3.Connection, plan: RunPlan) -> RecordResult:
+def record_run(conn: sqlite3.Connection, plan: RunPlan, adopt_project: bool = False) -> RecordResult:
     """Record a complete run and its samples; a run or sample already known is left as it is, except a failed
     one that discovery reports ready again: failed in discovery (no objects), or failed only because its
-    sources were unavailable (SOURCE_UNAVAILABLE: the share or folder was away while it uploaded)."""
+    sources were unavailable (SOURCE_UNAVAILABLE: the share or folder was away while it uploaded).
+    ``adopt_project`` (the one-shot upload run again with a project): a sample uploaded earlier without a
+    project takes the plan's project, so the assigner assigns it."""
     t = now()
     row = conn.execute("SELECT id FROM runs WHERE path = ? AND analysis = ?", (plan.path, plan.analysis)).fetchone()
     new_run = row is None
@@ -202,8 +204,8 @@ def record_run(conn: sqlite3.Connection, plan: RunPlan) -> RecordResult:
     known = {
         r["client_id"]: r
         for r in conn.execute(
-            "SELECT s.id, s.client_id, s.state, (SELECT COUNT(*) FROM objects o WHERE o.sample_id = s.id) AS n"
-            " FROM samples s WHERE s.run_id = ?",
+            "SELECT s.id, s.client_id, s.state, s.project_id,"
+            " (SELECT COUNT(*) FROM objects o WHERE o.sample_id = s.id) AS n FROM samples s WHERE s.run_id = ?",
             (run_id,),
         )
     }
@@ -218,6 +220,12 @@ def record_run(conn: sqlite3.Connection, plan: RunPlan) -> RecordResult:
         # fixed) comes back when it is seen ready; anything else already known is left alone.
         revive = old is not None and old["state"] == "failed" and old["n"] == 0
         if old is not None and not revive:
+            if adopt_project and s.project_id and old["state"] == "uploaded" and old["project_id"] is None:
+                conn.execute(
+                    "UPDATE samples SET project_id = ?, metadata = ?, updated = ? WHERE id = ?",
+                    (s.project_id, s.metadata, t, old["id"]),
+                )
+                log_event(conn, "info", "upload", f"{s.folder}/{s.client_id}", f"to be assigned to {s.project_id}")
             continue
         problems = list(s.problems)
         for o in s.objects:

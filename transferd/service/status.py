@@ -1,4 +1,4 @@
-"""`transferd status -c CONFIG [--json]`: what the journal says, read-only, safe beside a running daemon.
+"""`transferd status [-c CONFIG | --state FILE] [--json]`: what the journal says, read-only, safe beside the daemon.
 
 It opens the journal without the daemon lock and without writing (SQLite WAL lets it read while the daemon
 writes), so it can be run at any time, by any user that can read the journal.
@@ -21,6 +21,7 @@ from transferd.errors import TransferdError, UsageError
 from transferd.journal import Journal
 from transferd.log import redact
 from transferd.service import views
+from transferd.upload.command import journal_path
 
 JOURNAL_DISK_LOW = 16 * 1024**2  # below this the journal's next writes may fail: say so at the top
 
@@ -37,16 +38,17 @@ class Report:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", required=True, help="path to the TOML config")
+    p.add_argument("-c", "--config", help="path to the TOML config (the daemon's journal)")
+    p.add_argument("--state", help="journal file instead (default without -c: `transferd upload`'s journal)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--runs", type=int, default=20, metavar="N", help="show the latest N runs (default 20)")
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    with contextlib.suppress(UsageError, OSError):  # know the key to mask it, where this user may read it
-        resolve_api_key(cfg)
-    report = collect(cfg.state.path, runs=args.runs)
+    if args.config:
+        with contextlib.suppress(UsageError, OSError):  # know the key to mask it, where this user may read it
+            resolve_api_key(load_config(args.config))
+    report = collect(journal_path(args.config, args.state), runs=args.runs)
     # Rows are redacted when written; this covers rows from older versions and secrets of other processes.
     print(redact(json.dumps(asdict(report), indent=2) if args.json else render(report)))
     return 0

@@ -115,7 +115,7 @@ class UploadPipeline:
         )  # fmt: skip
 
     # -- public API ---------------------------------------------------------------------------------------------
-    async def submit(self, watch: WatchConfig, runs: list[Run]) -> None:
+    async def submit(self, watch: WatchConfig, runs: list[Run], adopt_project: bool = False) -> None:
         """Record complete runs and their ready samples (samples with problems as `failed`, with the problem
         text); a run or sample already known is not added again. Incomplete runs are ignored for now.
         What is newly recorded as a problem (a run's problems, a failed sample) is logged as a WARNING each."""
@@ -131,7 +131,7 @@ class UploadPipeline:
                     now=now,
                 )
                 if plan is not None:
-                    await self._submit_plan(plan)
+                    await self._submit_plan(plan, adopt_project)
             except Exception as exc:  # one run we cannot handle must not stop the other runs of its root
                 STATS.error("discovery")
                 event(
@@ -141,9 +141,9 @@ class UploadPipeline:
         self._wake.set()
         self._changed.set()
 
-    async def _submit_plan(self, plan: RunPlan) -> None:
+    async def _submit_plan(self, plan: RunPlan, adopt_project: bool) -> None:
         since = time.time()  # samples record_run inserts are created at or after this
-        result = await self.journal.run(jq.record_run, plan)
+        result = await self.journal.run(jq.record_run, plan, adopt_project)
         if result.new_run:
             for problem in plan.problems:
                 event(log, "upload.run_problem", logging.WARNING, run=plan.path, problem=problem)
@@ -198,7 +198,7 @@ class UploadPipeline:
         """Submit `runs` and work until every sample of them is final (uploaded and, with a project, assigned;
         or failed), or until `stop()`. Work left in the journal by an earlier attempt is finished on the way.
         `on_start` receives the number of bytes left to upload (for a progress bar)."""
-        await self.submit(watch, runs)
+        await self.submit(watch, runs, adopt_project=True)
         complete = [r for r in runs if r.complete]
         run_ids = await self.journal.run(jq.run_ids_for, [(escaped(str(r.path)), r.analysis or "") for r in complete])
         if on_start is not None:

@@ -1,4 +1,4 @@
-"""`transferd requeue -c CONFIG (--run RUN | --sample CLIENT_ID | --all-failed) [--dry-run]`.
+"""`transferd requeue [-c CONFIG | --state FILE] (--run RUN | --sample CLIENT_ID | --all-failed) [--dry-run]`.
 
 A failed sample stays failed (it is never retried behind the operator's back: a file that is not what it should
 be, a project that refuses it, an outage longer than the retry deadline). Once the cause is fixed, this puts it
@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import argparse
 
-from transferd.config import load_config
 from transferd.errors import TransferdError, UsageError
 from transferd.journal import Journal
 from transferd.journal import uploads as jq
+from transferd.upload.command import journal_path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", required=True, help="path to the TOML config (for the journal's path)")
+    p.add_argument("-c", "--config", help="path to the TOML config (for the daemon's journal)")
+    p.add_argument("--state", help="journal file instead (default without -c: `transferd upload`'s journal)")
     p.add_argument("--run", help="only samples of this run (its folder path or its name)")
     p.add_argument("--sample", metavar="CLIENT_ID", help="only samples with this client_id")
     p.add_argument("--all-failed", action="store_true", help="every failed sample")
@@ -28,10 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if not (args.run or args.sample or args.all_failed):
         raise UsageError("say which samples: --run RUN, --sample CLIENT_ID, or --all-failed")
-    cfg = load_config(args.config)
-    if not cfg.state.path.exists():
-        raise TransferdError(f"journal {cfg.state.path} does not exist (has the daemon run yet?)")
-    journal = Journal.open(cfg.state.path, exclusive=False)
+    path = journal_path(args.config, args.state)
+    if not path.exists():
+        raise TransferdError(f"journal {path} does not exist (has the daemon or `transferd upload` run yet?)")
+    journal = Journal.open(path, exclusive=False)
     try:
         if args.dry_run:
             found = journal.read(jq.requeue_failed, args.run, args.sample, True)
