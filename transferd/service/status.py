@@ -34,6 +34,7 @@ class Report:
     runs: list[views.RunRow]
     in_flight: list[views.InFlight]
     errors: list[views.EventRow]
+    held: list[views.HeldRow]  # samples waiting for an operator (transferd requeue)
     journal_disk_free: int | None = None  # bytes free for the journal; near 0 the daemon's work is paused
 
 
@@ -66,6 +67,7 @@ def collect(path: Path, runs: int = 20) -> Report:
                 runs=views.recent_runs(conn, runs),
                 in_flight=views.in_flight(conn),
                 errors=views.last_events(conn),
+                held=views.held(conn),
                 journal_disk_free=_free_bytes(path),
             )
 
@@ -125,6 +127,7 @@ def render(r: Report) -> str:
     out.append("")
     out.append(f"runs:            {_states(o.counts['runs'])}")
     out.append(f"samples:         {_states(o.counts['samples'])}")
+    out.append(f"held samples:    {_states(o.held)}" + ("  (see below; `transferd requeue`)" if r.held else ""))
     out.append(f"objects:         {_states(o.counts['objects'])}  (to upload: {_size(o.upload_backlog_bytes)})")
     out.append(f"mirror samples:  {_states(o.counts['mirror_samples'])}")
     out.append(f"mirror files:    {_states(o.counts['downloads'])}  (to download: {_size(o.download_backlog_bytes)})")
@@ -142,6 +145,9 @@ def render(r: Report) -> str:
         )
     if not r.in_flight:
         out.append("  (nothing)")
+    if r.held:
+        out += ["", f"HELD ({len(r.held)}): not uploaded or assigned until `transferd requeue` (--as-new) decides"]
+        out += [f"  {h.sample} [{h.reason}] ({h.run}): {h.problem}" for h in r.held]
     out += ["", f"last errors ({len(r.errors)}):"]
     for e in r.errors:
         subject = f" {e.subject}:" if e.subject else ""

@@ -212,6 +212,8 @@ def _print_report(report: Any, watch: WatchConfig) -> int:
         print(f"SKIPPED {line}")
     for line in report.run_problems:
         print(f"PROBLEM {line}")
+    for line in report.held:
+        print(f"HELD    {line}")
     # The closing line counts what the journal says each sample is: never "assigned" for one that is not.
     if watch.project_id:
         assigned = [s for s in report.samples if s.state == "assigned" and s.project_id == watch.project_id]
@@ -236,5 +238,7 @@ def _print_report(report: Any, watch: WatchConfig) -> int:
         reasons.append(f"{len(report.incomplete_runs)} incomplete run(s)")
     if report.run_problems:
         reasons.append(f"{len(report.run_problems)} problem(s) in the source")
+    if report.held:
+        reasons.append(f"{len(report.held)} held (see `transferd requeue --help`)")
     print(f"{summary}; " + ", ".join(reasons), file=sys.stderr)
     return 1

@@ -35,6 +35,7 @@ from transferd.config import Config, WatchConfig
 from transferd.discovery.models import Run, escaped
 from transferd.gencove.client import GencoveClient
 from transferd.journal import Journal
+from transferd.journal import holds as jh
 from transferd.journal import uploads as jq
 from transferd.log import event
 from transferd.network import Network
@@ -44,7 +45,7 @@ from transferd.upload.assign import Assigner
 from transferd.upload.budget import ByteBudget
 from transferd.upload.engine import ObjectEngine, UploadResult
 from transferd.upload.memory import pin_mmap_threshold
-from transferd.upload.plan import RunPlan, plan_run
+from transferd.upload.plan import RunPlan, as_new_delivery, plan_run
 from transferd.upload.s3 import S3Backend
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class UploadReport:
     not_ready: tuple[str, ...]  # "<run>/<client_id>: reasons" of samples not ready (not uploaded)
     incomplete_runs: tuple[str, ...]  # "<run path>: reasons"
     run_problems: tuple[str, ...]
+    held: tuple[str, ...] = ()  # "<folder>/<client_id> [reason]: problem" (docs/IDENTITY.md)
 
     @property
     def ok(self) -> bool:
@@ -72,6 +74,7 @@ class UploadReport:
             and not self.not_ready
             and not self.incomplete_runs
             and not self.run_problems
+            and not self.held
         )
 
 
@@ -143,7 +146,18 @@ class UploadPipeline:
 
     async def _submit_plan(self, plan: RunPlan, adopt_project: bool) -> None:
         since = time.time()  # samples record_run inserts are created at or after this
-        result = await self.journal.run(jq.record_run, plan, adopt_project)
+        result = await self.journal.run(jq.record_run, plan, adopt_project, as_new_delivery)
+        if result.replaced is not None:
+            event(
+                log, "upload.path_reused", logging.WARNING, run=plan.path,
+                folder=plan.samples[0].folder if plan.samples else None,
+                action="new files under a known run path: uploading them as a new delivery",
+            )  # fmt: skip
+        for h in result.held:
+            event(
+                log, "upload.sample_held", logging.WARNING, run=plan.path, sample=f"{h.folder}/{h.client_id}",
+                reason=h.reason, problem=h.problem, action="transferd requeue (--as-new) once decided",
+            )  # fmt: skip
         if result.new_run:
             for problem in plan.problems:
                 event(log, "upload.run_problem", logging.WARNING, run=plan.path, problem=problem)
@@ -223,7 +237,9 @@ class UploadPipeline:
             for r in complete
             if (escaped(str(r.path)), r.analysis or "") not in recorded
         )
-        return UploadReport(tuple(samples), not_ready, incomplete, problems + lost)
+        holds = await self.journal.run(jh.open_holds, run_ids)
+        held = tuple(f"{h.folder}/{h.client_id} [{h.reason}]: {h.problem}" for h in holds)
+        return UploadReport(tuple(samples), not_ready, incomplete, problems + lost, held)
 
     # -- the loop -------------------------------------------------------------------------------------------------
     async def _serve(self, until_done: Sequence[int] | None) -> None:

@@ -114,3 +114,15 @@ def plan_run(
         samples=samples,
         problems=tuple(problems),
     )
+
+
+def as_new_delivery(plan: RunPlan, suffix: str) -> RunPlan:
+    """The plan with every folder (and so every object name) given ``suffix``: a reused run path whose files
+    are new goes to Gencove under a folder that cannot collide with the earlier delivery's (docs/IDENTITY.md)."""
+
+    def moved(s: SamplePlan) -> SamplePlan:
+        folder = s.folder + suffix
+        objects = tuple(replace(o, destination_path=destination_path(folder, s.client_id, o.read)) for o in s.objects)
+        return replace(s, folder=folder, objects=objects)
+
+    return replace(plan, samples=tuple(moved(s) for s in plan.samples))
