@@ -326,3 +326,13 @@ def test_migration_2_gives_recorded_samples_their_content_key(tmp_path: Path) ->
         row = j.call(lambda c: c.execute("SELECT content FROM samples").fetchone()[0])
         assert row == content_key(s.files)
         assert j.call(lambda c: c.execute("SELECT first_seen FROM runs").fetchone()[0]) == 5.0
+
+
+def test_an_object_started_again_with_new_sources_keeps_its_sample_content_key(journal: Journal) -> None:
+    record(journal, run(sample("S1")))
+    obj = journal.call(jq.next_objects, [], 10)[0]
+    newer = tuple(dataclasses.replace(f, mtime_ns=f.mtime_ns + 1) for f in obj.sources)
+    journal.call(jq.reset_object, obj.id, "a source changed", newer)
+    content = journal.call(lambda c: c.execute("SELECT content FROM samples").fetchone()[0])
+    others = [f for o in journal.call(jq.next_objects, [], 10) if o.id != obj.id for f in o.sources]
+    assert content == content_key([*newer, *others])

@@ -186,30 +186,43 @@ def _revive_unavailable(conn: sqlite3.Connection, sample_id: int, destinations: 
     return True
 
 
-def _versions(conn: sqlite3.Connection, run_id: int) -> tuple[dict[int, dict[str, tuple[SourceFile, ...]]], bool]:
-    """The recorded sources of a run's samples, by sample id and read; and whether any object is in flight."""
-    reads: dict[int, dict[str, tuple[SourceFile, ...]]] = {}
-    active = False
-    for o in conn.execute(
-        "SELECT o.sample_id, o.read, o.sources, o.state FROM objects o JOIN samples s ON s.id = o.sample_id"
-        " WHERE s.run_id = ?",
-        (run_id,),
-    ):
-        reads.setdefault(int(o["sample_id"]), {})[o["read"]] = decode_sources(o["sources"])
-        active = active or o["state"] in ACTIVE_OBJECT_STATES
-    return reads, active
+def _recorded_reads(conn: sqlite3.Connection, sample_id: int) -> dict[str, tuple[SourceFile, ...]]:
+    return {
+        o["read"]: decode_sources(o["sources"])
+        for o in conn.execute("SELECT read, sources FROM objects WHERE sample_id = ?", (sample_id,))
+    }
 
 
 def _plan_reads(s: SamplePlan) -> dict[str, tuple[SourceFile, ...]]:
     return {o.read: o.sources for o in s.objects}
 
 
-def _reused(recorded: dict[int, dict[str, tuple[SourceFile, ...]]], active: bool, plan: RunPlan) -> bool:
+def _plan_key(s: SamplePlan) -> str:
+    return content_key(f for o in s.objects for f in o.sources)
+
+
+def _reused(conn: sqlite3.Connection, run_id: int, plan: RunPlan, keys: dict[str, str]) -> bool:
     """The run's path holds other data now: nothing discovery sees is a file version that was recorded there
-    (a folder deleted and written again, a sequencer reusing a run name), and nothing is being uploaded."""
-    old = {f.version for reads in recorded.values() for srcs in reads.values() for f in srcs}
-    new = {f.version for s in plan.samples for o in s.objects for f in o.sources}
-    return bool(old) and bool(new) and not active and old.isdisjoint(new)
+    (a folder deleted and written again, a sequencer reusing a run name), and nothing is being uploaded.
+    Content keys are lists of versions, so no object's sources need decoding (this runs at every rescan)."""
+    old: set[str] = set()
+    for (content,) in conn.execute("SELECT content FROM samples WHERE run_id = ? AND content IS NOT NULL", (run_id,)):
+        old.update(content.split(","))
+    new = {v for key in keys.values() if key for v in key.split(",")}
+    if not old or not new or not old.isdisjoint(new):
+        return False
+    active = conn.execute(
+        "SELECT 1 FROM objects o JOIN samples s ON s.id = o.sample_id WHERE s.run_id = ?"
+        " AND o.state IN ('pending', 'uploading', 'completing') LIMIT 1",
+        (run_id,),
+    ).fetchone()
+    return active is None
+
+
+def sample_content(conn: sqlite3.Connection, sample_id: int) -> None:
+    """Make the sample's content key what its objects' sources are (after the engine restarted an object)."""
+    sources = [f for srcs in _recorded_reads(conn, sample_id).values() for f in srcs]
+    conn.execute("UPDATE samples SET content = ? WHERE id = ?", (content_key(sources) if sources else None, sample_id))
 
 
 def record_run(
@@ -233,16 +246,14 @@ def record_run(
     project takes the plan's project, so the assigner assigns it."""
     t = now()
     row = conn.execute("SELECT id FROM runs WHERE path = ? AND analysis = ?", (plan.path, plan.analysis)).fetchone()
-    recorded: dict[int, dict[str, tuple[SourceFile, ...]]] = {}
+    keys = {s.client_id: _plan_key(s) for s in plan.samples if s.objects}
     replaced: int | None = None
-    if row is not None:
-        recorded, active = _versions(conn, int(row["id"]))
-        if renamed is not None and _reused(recorded, active, plan):
-            replaced = int(row["id"])
-            conn.execute("UPDATE runs SET path = path || '#' || id WHERE id = ?", (replaced,))
-            folder = plan.samples[0].folder if plan.samples else ""
-            plan = renamed(plan, free_folder(conn, folder, t)[len(folder):])
-            row, recorded = None, {}
+    if row is not None and renamed is not None and _reused(conn, int(row["id"]), plan, keys):
+        replaced = int(row["id"])
+        conn.execute("UPDATE runs SET path = path || '#' || id WHERE id = ?", (replaced,))
+        folder = plan.samples[0].folder if plan.samples else ""
+        plan = renamed(plan, free_folder(conn, folder, t)[len(folder):])
+        row = None
     new_run = row is None
     if row is None:
         error = "; ".join(plan.problems) or None
@@ -256,6 +267,11 @@ def record_run(
             log_event(conn, "warning", "discovery", plan.path, f"run {plan.name}: {error}")
         if replaced is not None:
             conn.execute("UPDATE runs SET replaced_by = ? WHERE id = ?", (run_id, replaced))
+            # Holds of the earlier delivery (files seen changing while the folder was written again) are moot.
+            conn.execute(
+                "UPDATE holds SET released = ?, outcome = 'dismissed' WHERE run_id = ? AND released IS NULL",
+                (t, replaced),
+            )
             log_event(conn, "warning", "discovery", plan.path,
                       f"path reused with other files: a new delivery under {plan.samples[0].folder}")  # fmt: skip
     else:
@@ -263,7 +279,7 @@ def record_run(
     known = {
         r["client_id"]: r
         for r in conn.execute(
-            "SELECT s.id, s.client_id, s.state, s.project_id,"
+            "SELECT s.id, s.client_id, s.state, s.project_id, s.content,"
             " (SELECT COUNT(*) FROM objects o WHERE o.sample_id = s.id) AS n FROM samples s WHERE s.run_id = ?",
             (run_id,),
         )
@@ -286,13 +302,14 @@ def record_run(
                     (s.project_id, s.metadata, t, old["id"]),
                 )
                 log_event(conn, "info", "upload", f"{s.folder}/{s.client_id}", f"to be assigned to {s.project_id}")
-            if s.objects and old["state"] in DELIVERED_SAMPLE_STATES:
-                change = compare(recorded.get(int(old["id"]), {}), _plan_reads(s))
-                content = content_key(f for o in s.objects for f in o.sources)
+            content = keys.get(s.client_id, "")
+            # Unchanged (the common case at every rescan) costs one string comparison.
+            if content and content != old["content"] and old["state"] in DELIVERED_SAMPLE_STATES:
+                change = compare(_recorded_reads(conn, int(old["id"])), _plan_reads(s))
                 if change is not None and not settled(conn, run_id, s.client_id, content):
                     held.append(_hold(conn, run_id, s, content, change.reason, change.problem, int(old["id"])))
             continue
-        content = content_key(f for o in s.objects for f in o.sources)
+        content = keys.get(s.client_id, "")
         if s.objects and not s.problems:
             earlier = conn.execute(
                 "SELECT s.folder, s.client_id, r.path FROM samples s JOIN runs r ON r.id = s.run_id"
@@ -459,6 +476,7 @@ def reset_object(
         " sources = ?, size = ?, attempts = attempts + 1, updated = ? WHERE id = ?",
         (encode_sources(new_sources), sum(s.size for s in new_sources), now(), object_id),
     )
+    sample_content(conn, obj.sample_id)
     log_event(conn, "warning", "upload", obj.destination_path, f"starting the object again: {reason}")
 
 
