@@ -164,13 +164,13 @@ def test_a_fastq_that_grows_after_assignment_is_held(env: Env) -> None:
 
 
 def test_a_manifest_that_gains_rows_for_an_assigned_sample_is_held(env: Env) -> None:
-    data = env.root.parent / "mdata"
+    data = env.root  # beside the manifest (sources must lie inside the watch root)
     r1 = make_fastq_gz(data / "m_R1_a.fastq.gz", reads=100, seed=41)
     r2 = make_fastq_gz(data / "m_R2_a.fastq.gz", reads=100, seed=42)
     manifest = env.root / "MANI1.fastq-map.csv"
 
     def write_manifest(*rows: tuple[str, Path]) -> None:
-        tmp = data / "manifest.tmp"
+        tmp = env.root.parent / "manifest.tmp"
         tmp.write_text("client_id,r_notation,path\n" + "".join(f"mani1,{r},{p}\n" for r, p in rows))
         os.replace(tmp, manifest)
 

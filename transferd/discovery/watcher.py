@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -282,8 +281,7 @@ class Watcher:
         state = self._roots[root]
         state.failures += 1
         STATS.error("discovery")
-        tb = "".join(traceback.format_exception(exc)).encode("utf-8", "backslashreplace").decode()
-        event(log, name, logging.ERROR, root=str(root), error=repr(exc), failures=state.failures, traceback=tb)
+        event(log, name, logging.ERROR, root=str(root), error=repr(exc), failures=state.failures, exc_info=exc)
         if state.failures >= FAILING_SCANS:
             self._mark(root, False, f"{state.failures} scans in a row failed: {exc!r}")
 

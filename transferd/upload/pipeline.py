@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -139,7 +138,7 @@ class UploadPipeline:
                 STATS.error("discovery")
                 event(
                     log, "upload.run_failed", logging.ERROR, run=escaped(str(run.path)), error=escaped(repr(exc)),
-                    traceback=escaped("".join(traceback.format_exception(exc))),
+                    exc_info=exc,
                 )  # fmt: skip
         self._wake.set()
         self._changed.set()
