@@ -87,7 +87,8 @@ class HeldRow:
     since: float
 
 
-def held(conn: sqlite3.Connection, limit: int = 50) -> list[HeldRow]:
+def held(conn: sqlite3.Connection, limit: int = 1000) -> list[HeldRow]:
+    """Open holds, newest first: each is something an operator must decide, so all are listed."""
     if not _has_holds(conn):
         return []
     rows = conn.execute(
