@@ -413,11 +413,36 @@ watchdog = false
         with gate.hold() as root:
             if plan.after_assigned == "rename":
                 os.rename(root / plan.folder, root / plan.moved_to)
+            elif plan.after_assigned == "reuse":
+                shutil.rmtree(root / plan.folder)
             else:
                 with open(root / plan.topup_rel, "ab") as fh:
                     fh.write(plan.topup_data)
         plan.notes.append(f"{plan.after_assigned} after assignment")
         self.fig.faults[f"identity_{plan.after_assigned}"] += 1
+        if plan.after_assigned == "reuse":
+            self._reuse(plan)
+
+    def _reuse(self, plan: RunPlan) -> None:
+        """Write the folder again with other data, learn the new delivery's folder from the sandbox, and expect
+        its samples there (judged like any go sample: byte-identical, assigned once, mirrored)."""
+        self.writer.play_steps(plan, plan.reuse_steps, self.abort)
+        plan.reuse_steps = []
+        prefix = f"{plan.gncv_folder}@"
+        folder = None
+        deadline = time.monotonic() + 150
+        while folder is None and time.monotonic() < deadline and not self.abort.is_set():
+            with contextlib.suppress(Exception):
+                folder = next((u["destination_path"].rsplit("/", 1)[0] for u in self.sandbox.control.uploads()
+                               if u["destination_path"].startswith(prefix)), None)  # fmt: skip
+            time.sleep(0.5)
+        folder = folder or f"{prefix}(no new delivery seen)"
+        for s in plan.reuse_samples:
+            s.dest_r1 = f"{folder}/{s.client_id}_R1.fastq.gz"
+            s.dest_r2 = f"{folder}/{s.client_id}_R2.fastq.gz" if s.dest_r2 else None
+        with self.plans_lock:
+            plan.samples.extend(plan.reuse_samples)
+        plan.notes.append(f"written again: new delivery {folder}")
 
     def _holds_reported(self) -> bool:
         """Every hold the driver caused shows in the metric (the drain waits for the daemon to see them)."""

@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from transferd.synthetic import fastq_records
@@ -120,6 +120,10 @@ class RunPlan:
     topup_rel: str = ""
     topup_data: bytes = b""
     held_expect: list[tuple[str, str]] = field(default_factory=list)  # (gncv folder/client_id, reason) to report
+    # "reuse": the folder is deleted and these steps write it again with other data; these samples must then go
+    # as a new delivery under `<gncv_folder>@<first seen>` (their destinations are learnt from the sandbox).
+    reuse_steps: list[Step] = field(default_factory=list)
+    reuse_samples: list[SampleExpect] = field(default_factory=list)
     bytes: int = 0
     # filled by the writer
     written_at: float | None = None
@@ -180,6 +184,7 @@ class Planner:
         ("renamed", 3),  # assigned, then the folder renamed: nothing uploaded again, every sample held
         ("topped_up", 3),  # assigned, then a FASTQ grows: held (grown), nothing uploaded again
         ("bad_name", 3),  # a file name that is not valid UTF-8 beside good samples: only that sample fails
+        ("reused", 3),  # assigned, then the folder deleted and written again with other data: a new delivery
     )
 
     def __init__(self, seed: int, destinations: list[str], scale: float = 1.0, permissions_meaningful: bool = True,
@@ -539,6 +544,21 @@ class Planner:
         plan.topup_data, _ = self._content(self._size(5, 20))
         plan.after_assigned = "topup"
         plan.held_expect = [(f"{plan.gncv_folder}/{first.client_id}", "grown")]
+        return plan
+
+    def _plan_reused(self, root: int) -> RunPlan:
+        """Delivered, then the folder is deleted and the same run name written again with other data (a
+        sequencer reusing a run name): the new samples must go, once, as a new delivery beside the first."""
+        plan = self._plan_bclconvert(root, kind="reused")
+        plan.id = f"reused:{plan.folder}"
+        second = self._plan_bclconvert(root, kind="reused")
+        old, new = f"{second.folder}/", f"{plan.folder}/"
+        plan.reuse_steps = [replace(st, rel=new + st.rel[len(old):]) if st.rel.startswith(old) else st
+                            for st in second.steps]  # fmt: skip
+        for sx in second.samples:
+            sx.run = plan.id
+        plan.reuse_samples = second.samples
+        plan.after_assigned = "reuse"
         return plan
 
     def _plan_bad_name(self, root: int) -> RunPlan:

@@ -336,3 +336,18 @@ def test_an_object_started_again_with_new_sources_keeps_its_sample_content_key(j
     content = journal.call(lambda c: c.execute("SELECT content FROM samples").fetchone()[0])
     others = [f for o in journal.call(jq.next_objects, [], 10) if o.id != obj.id for f in o.sources]
     assert content == content_key([*newer, *others])
+
+
+
+def test_samples_of_a_new_delivery_seen_ready_later_join_its_folder(journal: Journal) -> None:
+    first = record(journal, run(sample("S1"), sample("S2")))
+    deliver(journal, first.run_id)
+    s1, s2, s3 = rewritten(sample("S1")), rewritten(sample("S2")), rewritten(sample("S3"))
+    early = record(journal, run(s1))  # the folder is written again; S1 settles first
+    assert early.replaced == first.run_id
+    later = record(journal, run(s1, s2, s3))  # then the others (S3 a name the first delivery did not have)
+    assert (later.run_id, later.new_samples) == (early.run_id, 2)
+    folders = journal.call(lambda c: {r[0]: r[1] for r in c.execute("SELECT client_id, folder FROM samples"
+                                                                    " WHERE run_id = ?", (early.run_id,))})
+    assert len(set(folders.values())) == 1 and next(iter(folders.values())).startswith("gncv://nova/run1@")
+    assert set(folders) == {"S1", "S2", "S3"}

@@ -140,6 +140,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN first_seen REAL;            -- when this delivery was first recorded
     ALTER TABLE runs ADD COLUMN replaced_by INTEGER;        -- a later delivery found at the same path (runs.id)
+    ALTER TABLE runs ADD COLUMN folder_suffix TEXT NOT NULL DEFAULT '';  -- '@<first seen>' of a later delivery
     ALTER TABLE samples ADD COLUMN content TEXT;            -- identity.content_key of its sources (no paths)
     UPDATE runs SET first_seen = completed_at;
     UPDATE samples SET content = (

@@ -245,22 +245,29 @@ def record_run(
     ``adopt_project`` (the one-shot upload run again with a project): a sample uploaded earlier without a
     project takes the plan's project, so the assigner assigns it."""
     t = now()
-    row = conn.execute("SELECT id FROM runs WHERE path = ? AND analysis = ?", (plan.path, plan.analysis)).fetchone()
+    row = conn.execute(
+        "SELECT id, folder_suffix FROM runs WHERE path = ? AND analysis = ?", (plan.path, plan.analysis)
+    ).fetchone()
     keys = {s.client_id: _plan_key(s) for s in plan.samples if s.objects}
     replaced: int | None = None
+    suffix = ""
     if row is not None and renamed is not None and _reused(conn, int(row["id"]), plan, keys):
         replaced = int(row["id"])
         conn.execute("UPDATE runs SET path = path || '#' || id WHERE id = ?", (replaced,))
         folder = plan.samples[0].folder if plan.samples else ""
-        plan = renamed(plan, free_folder(conn, folder, t)[len(folder):])
+        suffix = free_folder(conn, folder, t)[len(folder):]
+        plan = renamed(plan, suffix)
         row = None
+    elif row is not None and row["folder_suffix"] and renamed is not None:
+        # A later delivery at a reused path: its samples seen ready later go to its folder too, never the first's.
+        plan = renamed(plan, row["folder_suffix"])
     new_run = row is None
     if row is None:
         error = "; ".join(plan.problems) or None
         cur = conn.execute(
-            "INSERT INTO runs (watch, path, analysis, name, layout, state, completed_at, error, first_seen)"
-            " VALUES (?, ?, ?, ?, ?, 'ready', ?, ?, ?)",
-            (plan.watch, plan.path, plan.analysis, plan.name, plan.layout, plan.completed_at, error, t),
+            "INSERT INTO runs (watch, path, analysis, name, layout, state, completed_at, error, first_seen,"
+            " folder_suffix) VALUES (?, ?, ?, ?, ?, 'ready', ?, ?, ?, ?)",
+            (plan.watch, plan.path, plan.analysis, plan.name, plan.layout, plan.completed_at, error, t, suffix),
         )
         run_id = int(cur.lastrowid or 0)
         if error:
