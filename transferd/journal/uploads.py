@@ -328,7 +328,7 @@ def record_run(
                     first = f"{earlier['folder']}/{earlier['client_id']}"
                     problem = (
                         f"the same files as {first} (run {earlier['path']}), delivered earlier: not uploaded again"
-                        " (renamed or copied folder?); `transferd requeue --as-new` uploads it anyway"
+                        " (renamed or moved folder?); `transferd requeue --as-new` uploads it anyway"
                     )
                     held.append(_hold(conn, run_id, s, content, HoldReason.DUPLICATE, problem, None, first))
                 continue
