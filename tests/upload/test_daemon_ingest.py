@@ -181,4 +181,5 @@ def test_a_manifest_that_gains_rows_for_an_assigned_sample_is_held(env: Env) -> 
     (hold,) = wait_for(lambda: held(env, "mani1", "grown"), timeout=30, interval=0.25, message="held as grown")
     assert f"R1: 1 more file(s): {extra}" in hold["problem"], hold
     assert any("mani1" in line and "reason=grown" in line for line in env.daemon.events("upload.sample_held"))
+    assert (env.daemon.value("transferd_samples_held", reason="grown") or 0) >= 1
     assert len(env.assigned("mani1")) == 1
