@@ -205,9 +205,12 @@ def _reused(conn: sqlite3.Connection, run_id: int, plan: RunPlan, keys: dict[str
     """The run's path holds other data now: nothing discovery sees is a file version that was recorded there
     (a folder deleted and written again, a sequencer reusing a run name), and nothing is being uploaded.
     Content keys are lists of versions, so no object's sources need decoding (this runs at every rescan)."""
-    old: set[str] = set()
-    for (content,) in conn.execute("SELECT content FROM samples WHERE run_id = ? AND content IS NOT NULL", (run_id,)):
-        old.update(content.split(","))
+    recorded = dict(
+        conn.execute("SELECT client_id, content FROM samples WHERE run_id = ? AND content IS NOT NULL", (run_id,))
+    )
+    if all(recorded.get(cid) == key for cid, key in keys.items()):
+        return False  # nothing changed (every rescan of every run that is still on disk): no set building
+    old = {v for content in recorded.values() for v in content.split(",")}
     new = {v for key in keys.values() if key for v in key.split(",")}
     if not old or not new or not old.isdisjoint(new):
         return False
