@@ -47,7 +47,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the soak_* helpers, when run as a script
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # transferd, without an install
 
-from soak_check import RESULTS_MARKER, Observed, Verdict, attribute_known_bugs, find_leaks, journal_samples, judge
+from soak_check import (
+    RESULTS_MARKER,
+    Observed,
+    Verdict,
+    attribute_known_bugs,
+    find_leaks,
+    journal_samples,
+    judge,
+    judge_holds,
+)
 from soak_data import Planner, RootGate, RunPlan, Writer, plan_summary
 from soak_env import (
     REPO,
@@ -136,6 +145,7 @@ class Figures:
     results_away_seconds: float = 0.0
     outage_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)  # soak machinery problems (not verdicts)
+    held_metric: dict[str, int] = field(default_factory=dict)  # transferd_samples_held by reason, last scrape
 
 
 class Soak:
@@ -340,6 +350,10 @@ watchdog = false
             if plan.fix_after:
                 self.writer.play_steps(plan, plan.fix_after, self.abort)
                 plan.notes.append("permissions fixed")
+            if plan.after_assigned:
+                t = threading.Thread(target=self._after_assigned, args=(plan,), daemon=True)
+                self.deleters.append(t)
+                t.start()
             if plan.delete_during_upload or plan.rewrite_during_upload:
                 t = threading.Thread(target=self._delete_while_uploading, args=(plan,), daemon=True)
                 self.deleters.append(t)
@@ -378,6 +392,62 @@ watchdog = false
         plan.notes.append(f"deleted {when}")
         self.fig.deleted_runs += 1
         self.fig.faults["run_deleted_while_uploading" if keys else "run_deleted_before_upload"] += 1
+
+    def _after_assigned(self, plan: RunPlan) -> None:
+        """Once every sample of the run is assigned, rename its folder or grow one of its FASTQs
+        (docs/IDENTITY.md: the daemon must hold, not upload again). Skipped, expecting nothing, if the run is not
+        assigned within the deadline (a long fault)."""
+        paths = {s.dest_r1 for s in plan.samples if s.expect == "go"}
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not self.abort.is_set():
+            with contextlib.suppress(Exception):
+                done = {u["destination_path"] for u in self.sandbox.control.uploads() if u.get("sample_id")}
+                if paths <= done:
+                    break
+            time.sleep(0.5)
+        else:
+            plan.held_expect = []
+            plan.notes.append(f"{plan.after_assigned} skipped: not assigned in time")
+            return
+        gate = self.roots[plan.root]
+        with gate.hold() as root:
+            if plan.after_assigned == "rename":
+                os.rename(root / plan.folder, root / plan.moved_to)
+            elif plan.after_assigned == "reuse":
+                shutil.rmtree(root / plan.folder)
+            else:
+                with open(root / plan.topup_rel, "ab") as fh:
+                    fh.write(plan.topup_data)
+        plan.notes.append(f"{plan.after_assigned} after assignment")
+        self.fig.faults[f"identity_{plan.after_assigned}"] += 1
+        if plan.after_assigned == "reuse":
+            self._reuse(plan)
+
+    def _reuse(self, plan: RunPlan) -> None:
+        """Write the folder again with other data, learn the new delivery's folder from the sandbox, and expect
+        its samples there (judged like any go sample: byte-identical, assigned once, mirrored)."""
+        self.writer.play_steps(plan, plan.reuse_steps, self.abort)
+        plan.reuse_steps = []
+        prefix = f"{plan.gncv_folder}@"
+        folder = None
+        deadline = time.monotonic() + 150
+        while folder is None and time.monotonic() < deadline and not self.abort.is_set():
+            with contextlib.suppress(Exception):
+                folder = next((u["destination_path"].rsplit("/", 1)[0] for u in self.sandbox.control.uploads()
+                               if u["destination_path"].startswith(prefix)), None)  # fmt: skip
+            time.sleep(0.5)
+        folder = folder or f"{prefix}(no new delivery seen)"
+        for s in plan.reuse_samples:
+            s.dest_r1 = f"{folder}/{s.client_id}_R1.fastq.gz"
+            s.dest_r2 = f"{folder}/{s.client_id}_R2.fastq.gz" if s.dest_r2 else None
+        with self.plans_lock:
+            plan.samples.extend(plan.reuse_samples)
+        plan.notes.append(f"written again: new delivery {folder}")
+
+    def _holds_reported(self) -> bool:
+        """Every hold the driver caused shows in the metric (the drain waits for the daemon to see them)."""
+        want = Counter(reason for p in self.plans for _, reason in p.held_expect)
+        return all(self.fig.held_metric.get(reason, 0) >= n for reason, n in want.items())
 
     # ---------------------------------------------------------------------------------------------- faults --
     def _fault_schedule(self, start: float, end: float) -> list[tuple[float, str, bool]]:
@@ -665,6 +735,8 @@ watchdog = false
                 retries[f"{d.get('operation', '?')}/{d.get('reason', '?')}"] += int(value)
             elif name == "transferd_webhook_requests_total":
                 hooks[d.get("outcome", "?")] += int(value)
+            elif name == "transferd_samples_held":
+                self.fig.held_metric[d.get("reason", "?")] = int(value)
         self.fig.retries_current = retries
         self.fig.webhook_metric_current = hooks
 
@@ -959,7 +1031,7 @@ watchdog = false
                 say(f"drain: go samples {go}: assigned {assigned}, analysed {analysed}, mirrored {mirrored}"
                     + (f", given up by the daemon {given_up}" if given_up else ""))  # fmt: skip
                 last = state
-            if state[0] == state[3]:
+            if state[0] == state[3] and self._holds_reported():
                 return True
             if state[0] == state[3] + state[4]:
                 say("drain: everything else is done; the daemon gave up the rest (judged below)")
@@ -1010,6 +1082,7 @@ watchdog = false
             "S3 credentials/tokens issued by the sandbox": captured,
         }
         bad_input = self._bad_input_reports()
+        held = judge_holds(self.plans, self.work / "status.json", self.fig.held_metric)
         logs = [self.daemon.log, *self.extra_logs]
         v.leaks = find_leaks(secrets, logs)
         url_sig_leaks = find_leaks({"signed download URL signature": sorted(self.observed.download_sigs)}, logs)
@@ -1029,11 +1102,13 @@ watchdog = false
         known_ok = self.o.tolerate_known_bugs or not (v.known_bug_losses or v.known_bug_duplicates
                                                       or self.known_crashes)  # fmt: skip
         ok = v.ok and known_ok and webhook_ok and not crashes and self.final_exit == 0 and bad_input["ok"]
+        ok = ok and held["ok"]  # every sample the driver made the daemon hold is reported (status and metric)
         ok = ok and (drained or (not v.lost and known_ok))  # a drain that timed out only on known-bug losses
         ok = ok and not self.fig.errors  # the soak's own machinery must have worked
         ok = ok and not self.reload_problems and self.second_daemon.startswith("refused")
         ok = ok and not self.confinement
         self._build_report(v, ok, drained, uploads, captured, url_sig_leaks, bad_input, crashes)
+        self.report["held_samples"] = held
         return ok
 
     def _fetch_object(self, bucket: str, key: str) -> str | None:
@@ -1065,6 +1140,9 @@ watchdog = false
         status = subprocess.run([sys.executable, "-m", "transferd", "status", "-c", str(self.config), "--runs", "500"],
                                 cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
         status_path.write_text(status.stdout + status.stderr)
+        as_json = subprocess.run([sys.executable, "-m", "transferd", "status", "-c", str(self.config), "--json"],
+                                 cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+        (self.work / "status.json").write_text(as_json.stdout)
         self.extra_logs.append(status_path)
         for plan in self.plans:
             if not plan.broken_manifest:
@@ -1204,6 +1282,9 @@ watchdog = false
             ("deleted-run outcomes", r["maybe_outcomes"]),
             ("never-go outcomes", r["never_outcomes"]),
             ("broken manifests reported", r["bad_input_reports"]),
+            ("held samples reported (expected / in status / missing)",
+             f"{r['held_samples'].get('expected')} / {r['held_samples'].get('reported')} / "
+             f"{r['held_samples'].get('missing')}"),
             ("download disk", r["download_disk"]),
             ("unreadable files", r["unreadable_files"]),
             ("daemon exit on SIGTERM", r["daemon_final_exit"]),

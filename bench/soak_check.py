@@ -429,3 +429,29 @@ def attribute_known_bugs(
             if line in v.duplicated:
                 v.duplicated.remove(line)
                 v.known_bug_duplicates.append(f"{line} -- known bug assign-in-flight: {KNOWN_BUGS['assign-in-flight']}")
+
+
+def judge_holds(plans: list[RunPlan], status_json: Path, metric: dict[str, int]) -> dict[str, Any]:
+    """Every sample the driver made the daemon hold (a renamed folder, a FASTQ grown after delivery) must be
+    reported: listed with its reason in `transferd status --json`, and counted by transferd_samples_held (the
+    last scrape). Holds nobody expected are listed (a source rewritten just after its upload finished is one)."""
+    try:
+        doc = json.loads(status_json.read_text())
+    except (OSError, ValueError) as e:
+        return {"ok": False, "error": f"no status --json: {e}"}
+    reported = {(h["sample"], h["reason"]) for h in doc.get("held", [])}
+    expected = {item for p in plans for item in p.held_expect}
+    by_reason = dict(doc.get("overview", {}).get("held", {}))
+    missing = sorted(expected - reported)
+    # The metric was last scraped before the daemon stopped: it must count at least the expected holds.
+    want = Counter(r for _, r in expected)
+    metric_agrees = all(metric.get(r, 0) >= n and by_reason.get(r, 0) >= n for r, n in want.items())
+    return {
+        "ok": not missing and metric_agrees,
+        "expected": len(expected),
+        "reported": len(reported),
+        "missing": [f"{s} ({r})" for s, r in missing],
+        "unexpected": [f"{s} ({r})" for s, r in sorted(reported - expected)],
+        "status_by_reason": by_reason,
+        "metric_by_reason": metric,
+    }

@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from transferd.synthetic import fastq_records
@@ -113,6 +113,17 @@ class RunPlan:
     rewrite_during_upload: list[Step] = field(default_factory=list)  # atomic replacements once the upload runs
     fix_after: list[Step] = field(default_factory=list)  # steps played a while after the run is written
     broken_manifest: str | None = None  # rel path of a manifest whose errors must be reported with line numbers
+    # Identity actions, played once every sample of the run is assigned (docs/IDENTITY.md): "rename" the run
+    # folder to `moved_to`, or "topup" (append `topup_data` to `topup_rel`, a FASTQ that grows after delivery).
+    after_assigned: str = ""
+    moved_to: str = ""
+    topup_rel: str = ""
+    topup_data: bytes = b""
+    held_expect: list[tuple[str, str]] = field(default_factory=list)  # (gncv folder/client_id, reason) to report
+    # "reuse": the folder is deleted and these steps write it again with other data; these samples must then go
+    # as a new delivery under `<gncv_folder>@<first seen>` (their destinations are learnt from the sandbox).
+    reuse_steps: list[Step] = field(default_factory=list)
+    reuse_samples: list[SampleExpect] = field(default_factory=list)
     bytes: int = 0
     # filled by the writer
     written_at: float | None = None
@@ -170,6 +181,10 @@ class Planner:
         ("unreadable", 4),
         ("bulk", 0.5),  # > 200 tiny samples in one run: assignment batches, sheet paging (long soaks only)
         ("rewritten", 4),  # a source replaced (new inode, new bytes) while it uploads: old or new, never a mix
+        ("renamed", 3),  # assigned, then the folder renamed: nothing uploaded again, every sample held
+        ("topped_up", 3),  # assigned, then a FASTQ grows: held (grown), nothing uploaded again
+        ("bad_name", 3),  # a file name that is not valid UTF-8 beside good samples: only that sample fails
+        ("reused", 3),  # assigned, then the folder deleted and written again with other data: a new delivery
     )
 
     def __init__(self, seed: int, destinations: list[str], scale: float = 1.0, permissions_meaningful: bool = True,
@@ -505,6 +520,61 @@ class Planner:
                 rel2 = f"{folder}/{name}_S{s_num}_L001_R2_001.fastq.gz"
                 plan.steps.append(self._file(rel2, r2, chunked=bool(r2), ends=[e for e in ends2 if e <= len(r2)]))
             self._expect(plan, name, "never", what, [r1], [r2] if what != "r1_only" else [])
+        plan.steps.append(marker)
+        return plan
+
+    def _plan_renamed(self, root: int) -> RunPlan:
+        """Delivered, then the run folder is renamed (an operator tidying up): the same files under a new path
+        must not go again; each sample is held (duplicate) naming the first delivery."""
+        plan = self._plan_bclconvert(root, kind="renamed")
+        plan.id = f"renamed:{plan.folder}"
+        plan.after_assigned = "rename"
+        plan.moved_to = f"{plan.folder} moved"
+        moved = f"{self.destinations[root]}/{plan.moved_to}"
+        plan.held_expect = [(f"{moved}/{s.client_id}", "duplicate") for s in plan.samples]
+        return plan
+
+    def _plan_topped_up(self, root: int) -> RunPlan:
+        """Delivered, then one R1 file grows by a gzip member (a late writer): held (grown), nothing re-sent."""
+        plan = self._plan_bclconvert(root, kind="topped_up")
+        plan.id = f"topped_up:{plan.folder}"
+        first = plan.samples[0]  # S number 1
+        s1_r1 = re.compile(r"_S1_L\d{3}_R1_\d{3}\.fastq\.gz$")
+        plan.topup_rel = next(s.rel for s in plan.steps if s.op == "file" and s1_r1.search(s.rel))
+        plan.topup_data, _ = self._content(self._size(5, 20))
+        plan.after_assigned = "topup"
+        plan.held_expect = [(f"{plan.gncv_folder}/{first.client_id}", "grown")]
+        return plan
+
+    def _plan_reused(self, root: int) -> RunPlan:
+        """Delivered, then the folder is deleted and the same run name written again with other data (a
+        sequencer reusing a run name): the new samples must go, once, as a new delivery beside the first."""
+        plan = self._plan_bclconvert(root, kind="reused")
+        plan.id = f"reused:{plan.folder}"
+        second = self._plan_bclconvert(root, kind="reused")
+        old, new = f"{second.folder}/", f"{plan.folder}/"
+        plan.reuse_steps = [replace(st, rel=new + st.rel[len(old):]) if st.rel.startswith(old) else st
+                            for st in second.steps]  # fmt: skip
+        for sx in second.samples:
+            sx.run = plan.id
+        plan.reuse_samples = second.samples
+        plan.after_assigned = "reuse"
+        return plan
+
+    def _plan_bad_name(self, root: int) -> RunPlan:
+        """A complete run whose extra sample's file names are not valid UTF-8 (bytes from a Latin-1 host): that
+        sample never goes, and its problem shows the name with the bytes escaped; the others go."""
+        plan = self._plan_bclconvert(root, kind="bad_name")
+        plan.id = f"bad_name:{plan.folder}"
+        marker = plan.steps.pop()  # written last again below
+        stem = os.fsdecode(b"caf\xe9-" + str(self.rng.randint(0, 99)).encode())
+        reads = []
+        for r in (1, 2):
+            data, ends = self._content(self._size(30, 120))
+            plan.steps.append(self._file(f"{plan.folder}/{stem}_S80_L001_R{r}_001.fastq.gz", data, ends=ends))
+            reads.append(data)
+        escaped = stem.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        self._expect(plan, escaped, "never", "file name is not valid UTF-8", [reads[0]], [reads[1]])
         plan.steps.append(marker)
         return plan
 

@@ -40,7 +40,7 @@ DIRECTIONS = ("upload", "download")
 SAMPLE_STAGES = ("uploaded", "assigned", "mirrored")
 GZIP_OUTCOMES = ("whole", "broken", "unreadable")
 REPAIR_REASONS = ("missing", "changed")
-ERROR_STAGES = ("upload", "assign", "mirror")  # STATS.error(stage)
+ERROR_STAGES = ("upload", "assign", "mirror", "discovery")  # STATS.error(stage); discovery: a run or scan that failed
 WEBHOOK_OUTCOMES = ("accepted", "duplicate", "bad_signature", "stale", "bad_request")  # STATS.webhook(outcome)
 E2E_STAGES = ("upload", "mirror")
 STATE_TABLES = {  # gauge name -> journal table
@@ -87,6 +87,8 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("transferd_objects", "gauge", ("state",), "Upload objects in the journal by state."),
     MetricDef("transferd_mirror_samples", "gauge", ("state",), "Mirrored samples in the journal by state."),
     MetricDef("transferd_mirror_files", "gauge", ("state",), "Mirrored deliverable files in the journal by state."),
+    MetricDef("transferd_samples_held", "gauge", ("reason",),
+              "Samples held until an operator decides (transferd requeue), by reason: duplicate, grown, changed."),
     MetricDef("transferd_watch_root_up", "gauge", ("root",), "1 when a configured watch root is mounted and readable."),
     MetricDef("transferd_download_destination_up", "gauge", ("destination",),
               "1 when the download destination is usable (there, still the mount it was, marker present); "
@@ -224,6 +226,10 @@ class TransferdCollector(Collector):
             for state, n in sorted(view.counts[table].items()):
                 fam.add_metric([state], n)
             yield fam
+        fam = GaugeMetricFamily("transferd_samples_held", _help("transferd_samples_held"), labels=["reason"])
+        for reason, n in sorted(view.held.items()):
+            fam.add_metric([reason], n)
+        yield fam
 
     def _histograms(self, snap: dict[str, object]) -> Iterator[Metric]:
         name = "transferd_upload_part_duration_seconds"

@@ -92,3 +92,20 @@ def test_cli_entry(layouts) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert {o["client_id"] for o in json.loads(proc.stdout)} == {"NA10931", "NA12878", "SAMPLE3"}
+
+
+def test_a_non_utf8_name_is_a_problem_of_its_sample_with_its_bytes_escaped(tmp_path: Path, files) -> None:
+    run = tmp_path / "runs" / "RUNU"
+    files.write_fastq(run / "ok_S1_L001_R1_001.fastq.gz")
+    files.write_fastq(run / os.fsdecode(b"caf\xe9_S2_L001_R1_001.fastq.gz"))
+    age(run)
+    out = io.StringIO()
+    assert run_scan([str(run)], True, DiscoveryRules(single_end=True), out) == 0
+    doc = {o["client_id"]: o for o in json.loads(out.getvalue())}  # strict JSON: no lone surrogates
+    assert doc["ok"]["ready"] and doc["ok"]["problems"] == []
+    bad = doc["caf\\xe9"]
+    assert not bad["ready"] and bad["r1"] == [f"{run}/caf\\xe9_S2_L001_R1_001.fastq.gz"]
+    assert bad["problems"] == [f"{run}/caf\\xe9_S2_L001_R1_001.fastq.gz: file name is not valid UTF-8; rename the file"]
+    table = io.StringIO()
+    run_scan([str(run)], False, DiscoveryRules(single_end=True), table)
+    assert "caf\\xe9" in table.getvalue() and "\udce9" not in table.getvalue()

@@ -151,3 +151,30 @@ async def test_request_rescan_and_callback_errors(tmp_path: Path, wait_for) -> N
         w.request_rescan(root)
         await wait_for(lambda: calls == 2, what="the requested rescan")  # the consumer's error did not stop it
         task.cancel()
+
+
+async def test_a_root_whose_hand_off_keeps_failing_is_reported_down(tmp_path: Path, caplog) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    calls = []
+
+    async def broken(root: Path, runs: list[Run]) -> None:
+        calls.append(root)
+        raise RuntimeError("journal says no")
+
+    w = Watcher([(root, RULES)], broken, rescan_interval=3600)
+    with caplog.at_level(logging.WARNING):
+        for n in range(1, watcher_mod.FAILING_SCANS + 1):
+            assert await w.scan_once(root) == []
+            assert w.root_status() == {root: n < watcher_mod.FAILING_SCANS}, n
+    failed = [r for r in caplog.records if r.getMessage() == "watch.callback_failed"]
+    assert len(failed) == watcher_mod.FAILING_SCANS
+    assert failed[-1].exc_info and "journal says no" in str(failed[-1].exc_info[1])  # logged with its traceback
+    assert any(r.getMessage() == "watch.root_down" for r in caplog.records)
+
+    async def fixed(root: Path, runs: list[Run]) -> None:
+        pass
+
+    w._on_runs = fixed
+    await w.scan_once(root)
+    assert w.root_status() == {root: True}

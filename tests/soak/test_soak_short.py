@@ -55,6 +55,7 @@ def test_short_soak_loses_duplicates_and_corrupts_nothing(tmp_path: Path) -> Non
     assert r["drained"], f"seed {seed}: the backlog did not drain"
     assert not r["webhook_mismatches"], f"seed {seed}: {r['webhook_mismatches']}"
     assert r["bad_input_reports"]["ok"], f"seed {seed}: broken manifests not reported: {r['bad_input_reports']}"
+    assert r["held_samples"]["ok"], f"seed {seed}: held samples not reported: {r['held_samples']}"
     # The soak must really have been a soak: every fault kind, kills, work of every kind.
     assert r["daemon_kills"] >= 1
     assert r["retries"] > 0, "faults were injected but the daemon never retried"

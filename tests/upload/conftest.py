@@ -3,6 +3,7 @@ never from a conftest, so that several test folders can run in one session)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,3 +21,9 @@ def small_parts_config(tmp_path: Path) -> Iterator[Path]:
         'retry_deadline = "60s"\nassign_deadline = "60s"\n'
     )
     yield path
+
+
+# The daemon tests of this folder drive `transferd run` through the service tests' harness.
+_SERVICE = Path(__file__).resolve().parents[1] / "service"
+if str(_SERVICE) not in sys.path:
+    sys.path.insert(0, str(_SERVICE))

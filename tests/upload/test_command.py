@@ -3,8 +3,10 @@ assignment request) and restarts, and what the one-shot refuses."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -110,6 +112,11 @@ def test_one_shot_refuses_a_truncated_gzip_and_uploads_the_rest(sandbox: Sandbox
     assert "ok      gncv://oneshot/RUNT/GOOD: uploaded" in result.stdout
     assert "FAILED  gncv://oneshot/RUNT/BAD" in result.stdout and bad.name in result.stdout
     assert "1 of 2 samples uploaded" in result.stderr
+    requeue = subprocess.run(
+        [sys.executable, "-m", "transferd", "requeue", "--state", str(tmp_path / "j.sqlite3"), "--all-failed",
+         "--dry-run"], capture_output=True, text=True, timeout=60, env=cli_env(sandbox),
+    )  # fmt: skip
+    assert requeue.returncode == 0 and "gncv://oneshot/RUNT/BAD" in requeue.stdout, requeue.stdout + requeue.stderr
     assert set(uploads_by_path(sandbox)) == {
         "gncv://oneshot/RUNT/GOOD_R1.fastq.gz",
         "gncv://oneshot/RUNT/GOOD_R2.fastq.gz",
@@ -126,3 +133,40 @@ def test_usage_errors_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert cli.main(["upload", str(run_dir), "--metadata", "{nope"]) == 2
     assert cli.main(["upload", str(tmp_path / "missing")]) == 2
     assert cli.main(["upload"]) == 2
+
+
+def test_run_again_with_a_project_assigns_what_was_uploaded_without_one(
+    sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    run_dir = make_run(tmp_path / "RUNP", {"PA": 1, "PB": 1})
+    state = tmp_path / "j.sqlite3"
+    first = run_cli(sandbox, run_dir, state)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "2 of 2 samples uploaded to gncv://RUNP (no project)" in first.stdout
+    assert "assigned" not in first.stdout and sandbox.control.samples(sandbox.info.project_id) == []
+
+    seq = sandbox.control.last_log_seq()
+    again = run_cli(sandbox, run_dir, state, "--project-id", sandbox.info.project_id)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"2 of 2 samples uploaded and assigned to project {sandbox.info.project_id}" in again.stdout
+    assert sorted(s["client_id"] for s in sandbox.control.samples(sandbox.info.project_id)) == ["PA", "PB"]
+    assert [e for e in sandbox.control.log(target="s3", since=seq) if e["method"] in ("PUT", "POST")] == []
+    assert journal_rows(state, "SELECT state FROM samples") == [("assigned",), ("assigned",)]
+    status = subprocess.run(
+        [sys.executable, "-m", "transferd", "status", "--state", str(state), "--json"],
+        capture_output=True, text=True, timeout=60, env=cli_env(sandbox),
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["overview"]["counts"]["samples"]["assigned"] == 2
+
+
+def test_a_wrong_project_id_fails_before_any_byte_is_sent(sandbox: SandboxProcess, tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "RUNW", {"WA": 1})
+    wrong = "0b3f3c5e-0000-4000-8000-000000000000"
+    seq = sandbox.control.last_log_seq()
+    result = run_cli(sandbox, run_dir, tmp_path / "j.sqlite3", "--project-id", wrong)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"project {wrong}: not found for this API key (HTTP 404); nothing was uploaded" in result.stderr
+    sent = sandbox.control.log(since=seq)
+    assert [(e["method"], e["path"]) for e in sent] == [("GET", f"/api/v2/projects/{wrong}")], sent
+    assert sandbox.control.uploads() == []

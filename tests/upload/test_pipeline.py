@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import logging
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -380,3 +381,27 @@ async def test_unanswered_assignment_post_is_not_sent_again_while_it_may_be_in_f
     polls = [e for e in sheet if e["seq"] < posts[2]["seq"]]
     assert len(polls) >= 2, polls
     assert [a["attempts"] for a in sandbox.control.assignments()] == [1, 1]
+
+
+async def test_a_run_that_cannot_be_recorded_does_not_stop_the_others(
+    sandbox: SandboxProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "seq"
+    make_run(root / "BROKEN", {"B1": 1})
+    make_run(root / "RUNOK", {"G1": 1})
+    cfg = setup(sandbox, tmp_path)
+    state = tmp_path / "j.sqlite3"
+    with Journal.open(state) as journal:  # a real failure inside the journal transaction for one run only
+        journal.call(lambda c: c.execute(
+            "CREATE TRIGGER no_broken BEFORE INSERT ON runs WHEN NEW.path LIKE '%BROKEN%'"
+            " BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        ))  # fmt: skip
+    with caplog.at_level(logging.ERROR):
+        report = await upload_once(cfg, state, make_watch(root, sandbox.info.project_id), root)
+    assert [(s.run_name, s.client_id, s.state) for s in report.samples] == [("RUNOK", "G1", "assigned")]
+    assert not report.ok and report.run_problems == (
+        f"{root / 'BROKEN'}: could not be recorded; nothing of it was uploaded (see the log)",
+    )
+    failed = [r for r in caplog.records if r.getMessage() == "upload.run_failed"]
+    assert len(failed) == 1 and failed[0].fields["run"] == str(root / "BROKEN")  # type: ignore[attr-defined]
+    assert failed[0].exc_info and "disk says no" in str(failed[0].exc_info[1])  # logged with its traceback

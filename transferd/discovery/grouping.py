@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from transferd.discovery.manifest import Manifest
-from transferd.discovery.models import SourceFile
+from transferd.discovery.models import SourceFile, escaped, is_utf8
 from transferd.discovery.naming import FastqName, client_id_for
 from transferd.discovery.rules import DiscoveryRules
 
@@ -195,4 +195,26 @@ def mark_collisions(drafts: Sequence[SampleDraft]) -> list[SampleDraft]:
             others = "; ".join(drafts[j].label for j in idxs if j != i)
             problem = f"client_id {client_id!r} is also produced by {others}; neither is uploaded"
             out[i] = replace(out[i], problems=(*out[i].problems, problem))
+    return out
+
+
+def mark_undecodable(drafts: Sequence[SampleDraft]) -> list[SampleDraft]:
+    """A file whose name is not valid UTF-8 cannot be named in the journal, a log line or on Gencove: its sample
+    is never uploaded, with a problem naming the file (bytes escaped); the other samples go on."""
+    out = []
+    for d in drafts:
+        bad = [f.path for f in d.files if not is_utf8(str(f.path))]
+        if not bad and is_utf8(d.client_id) and is_utf8(d.sample_name):
+            out.append(d)
+            continue
+        problems = [f"{escaped(str(p))}: file name is not valid UTF-8; rename the file" for p in bad]
+        out.append(
+            replace(
+                d,
+                client_id=escaped(d.client_id),
+                sample_name=escaped(d.sample_name),
+                project_folder=escaped(d.project_folder),
+                problems=(*(escaped(p) for p in d.problems), *(problems or ["sample name is not valid UTF-8"])),
+            )
+        )
     return out

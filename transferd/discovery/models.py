@@ -24,6 +24,20 @@ class SourceFile:
         return version_fingerprint(str(self.path), self.size, self.mtime_ns, self.inode)
 
 
+def escaped(text: str) -> str:
+    """``text`` with the bytes of a name that is not valid UTF-8 shown as ``\\xNN`` (os.fsdecode keeps such
+    bytes as lone surrogates, which SQLite, JSON consumers and a UTF-8 terminal all refuse)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def version_fingerprint(path: str, size: int, mtime_ns: int, inode: int) -> int:
     return hash((path, size, mtime_ns, inode))
 

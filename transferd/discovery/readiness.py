@@ -14,7 +14,7 @@ from pathlib import Path
 from transferd.discovery import completion
 from transferd.discovery.grouping import SampleDraft
 from transferd.discovery.gzipcheck import check_gzip_file, is_io_error
-from transferd.discovery.models import Run, Sample, SourceFile
+from transferd.discovery.models import Run, Sample, SourceFile, escaped
 from transferd.discovery.rules import DiscoveryRules
 from transferd.discovery.stability import StabilityTracker, UnitKey
 
@@ -133,7 +133,8 @@ def _sample(
                 newest = (unchanged, f)
     if newest is not None:
         more = f" and {unsettled - 1} more" if unsettled > 1 else ""
-        problems.append(f"not settled: {newest[1].path.name}{more} changed {_age(newest[0])} ago (settle {settle:g}s)")
+        name = escaped(newest[1].path.name)
+        problems.append(f"not settled: {name}{more} changed {_age(newest[0])} ago (settle {settle:g}s)")
     if complete and not problems and rules.verify_gzip:
         # Last, and only for otherwise ready samples: this is the one step that reads file contents.
         gzip_problems = verdicts.get(id(d)) if verdicts is not None else None
@@ -172,5 +173,5 @@ def _gzip_problems(prep: PreparedUnit, d: SampleDraft, stability: StabilityTrack
         else:
             verdict = check_gzip_file(f.path)
         if verdict:
-            problems.append((f"{f.path.name}: {verdict}", is_io_error(verdict)))
+            problems.append((f"{escaped(f.path.name)}: {verdict}", is_io_error(verdict)))
     return problems

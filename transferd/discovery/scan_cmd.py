@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from transferd.discovery.models import Run, Sample
+from transferd.discovery.models import Run, Sample, escaped
 from transferd.discovery.rules import CLIENT_ID_POLICIES, COMPLETION_MODES, DiscoveryRules
 from transferd.discovery.scanner import RootUnavailableError, scan_paths
 
@@ -127,11 +127,11 @@ def sample_problems(run: Run, sample: Sample) -> list[str]:
 def samples_json(runs: Sequence[Run]) -> list[dict[str, Any]]:
     return [
         {
-            "run": str(run.path),
+            "run": escaped(str(run.path)),
             "client_id": s.client_id,
             "sample_name": s.sample_name,
-            "r1": [str(f.path) for f in s.r1],
-            "r2": [str(f.path) for f in s.r2],
+            "r1": [escaped(str(f.path)) for f in s.r1],
+            "r2": [escaped(str(f.path)) for f in s.r2],
             "ready": s.ready,
             "problems": sample_problems(run, s),
         }
@@ -142,7 +142,8 @@ def samples_json(runs: Sequence[Run]) -> list[dict[str, Any]]:
 
 # -- tables -------------------------------------------------------------------------------------------------------
 def _run_label(run: Run) -> str:
-    return f"{run.path} Analysis/{run.analysis}" if run.analysis is not None else str(run.path)
+    path = escaped(str(run.path))
+    return f"{path} Analysis/{run.analysis}" if run.analysis is not None else path
 
 
 def _table(rows: list[list[str]], indent: str) -> list[str]:

@@ -19,9 +19,15 @@ from pathlib import Path
 from typing import cast
 
 from transferd.discovery import completion
-from transferd.discovery.grouping import NamedFile, group_named_files, manifest_samples, mark_collisions
+from transferd.discovery.grouping import (
+    NamedFile,
+    group_named_files,
+    manifest_samples,
+    mark_collisions,
+    mark_undecodable,
+)
 from transferd.discovery.manifest import MANIFEST_SUFFIX, Manifest, is_manifest_name, load_manifest
-from transferd.discovery.models import Run, SourceFile
+from transferd.discovery.models import Run, SourceFile, escaped
 from transferd.discovery.naming import looks_like_fastq, parse_fastq_name
 from transferd.discovery.readiness import PreparedUnit, UnitScan, finish_unit
 from transferd.discovery.rules import DiscoveryRules
@@ -115,7 +121,7 @@ def _prepare(
         files = list(known.values())
     ignored += [f.path for f in covered if f.path not in listed]
     ignored += unrecognised
-    problems.extend(_limited([f"{p}: not a recognised FASTQ name; ignored" for p in unrecognised]))
+    problems.extend(_limited([f"{escaped(str(p))}: not a recognised FASTQ name; ignored" for p in unrecognised]))
     requirements, also_quiet = completion.required_markers(layout, analysis, rules, output_dirs)
     return PreparedUnit(
         key=unit_key(run_dir, analysis, run_name),
@@ -126,7 +132,7 @@ def _prepare(
         layout=layout,
         requirements=tuple(requirements),
         also_quiet=also_quiet,
-        drafts=tuple(mark_collisions(drafts)),
+        drafts=tuple(mark_collisions(mark_undecodable(drafts))),
         files=tuple(files),
         ignored=tuple(sorted(ignored)),
         problems=tuple(problems),

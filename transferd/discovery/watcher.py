@@ -28,6 +28,7 @@ from transferd.discovery.rules import DiscoveryRules
 from transferd.discovery.scanner import RootScan, RootUnavailableError, scan_root_detailed
 from transferd.discovery.stability import ALL_UNITS, AllUnits, StabilityTracker
 from transferd.log import event
+from transferd.stats import STATS
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ _IGNORED_EVENTS = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})
 
 
 T = TypeVar("T")
+FAILING_SCANS = 3  # consecutive failed scans after which readiness reports the root
 
 
 async def off_loop(fn: Callable[..., T], *args: Any) -> T:
@@ -83,7 +85,7 @@ class _Hints(FileSystemEventHandler):
 
 
 class _RootState:
-    __slots__ = ("handler", "rules", "scans", "up", "wake", "was_mount", "watches")
+    __slots__ = ("failures", "handler", "rules", "scans", "up", "wake", "was_mount", "watches")
 
     def __init__(self, rules: DiscoveryRules, handler: _Hints) -> None:
         self.rules = rules
@@ -93,6 +95,7 @@ class _RootState:
         self.was_mount: bool | None = None
         self.watches: dict[Path, ObservedWatch] = {}
         self.scans = 0
+        self.failures = 0  # scans (or their hand-off) that failed in a row
 
 
 class Watcher:
@@ -259,15 +262,28 @@ class Watcher:
             return None
         except Exception as exc:
             state.scans += 1
-            event(log, "watch.scan_failed", logging.ERROR, root=str(root), error=repr(exc))
+            self._failed(root, "watch.scan_failed", exc)
             return None
-        self._mark(root, True)
         state.scans += 1
         try:
             await self._on_runs(root, result.runs)
         except Exception as exc:  # the consumer's bug must not stop the watching
-            log.exception("watch.callback_failed", extra={"fields": {"root": str(root), "error": repr(exc)}})
+            self._failed(root, "watch.callback_failed", exc)
+        else:
+            state.failures = 0
+        if state.failures < FAILING_SCANS:
+            self._mark(root, True)
         return result.runs
+
+    def _failed(self, root: Path, name: str, exc: Exception) -> None:
+        """A scan that failed for a reason other than the root being away: logged with its traceback and
+        counted; after FAILING_SCANS in a row the root is reported down (readiness), not merely logged."""
+        state = self._roots[root]
+        state.failures += 1
+        STATS.error("discovery")
+        event(log, name, logging.ERROR, root=str(root), error=repr(exc), failures=state.failures, exc_info=exc)
+        if state.failures >= FAILING_SCANS:
+            self._mark(root, False, f"{state.failures} scans in a row failed: {exc!r}")
 
     async def _root_loop(self, root: Path) -> None:
         wake = self._roots[root].wake

@@ -15,7 +15,7 @@ from transferd.errors import TransferdError
 # Every table the daemon reads or writes (schema.py); readiness reads each, so a damaged one turns it red.
 TABLES = (
     "runs", "samples", "objects", "parts", "assignments", "downloads", "mirror_samples", "watermarks",
-    "webhook_events", "events",
+    "webhook_events", "events", "holds",
 )  # fmt: skip
 
 

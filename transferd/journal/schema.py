@@ -136,6 +136,41 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX mirror_samples_state ON mirror_samples(state);
     CREATE INDEX events_ts ON events(ts);
     """,
+    # --- version 2: a delivery's identity is its content (docs/IDENTITY.md) ------------------------------------
+    """
+    ALTER TABLE runs ADD COLUMN first_seen REAL;            -- when this delivery was first recorded
+    ALTER TABLE runs ADD COLUMN replaced_by INTEGER;        -- a later delivery found at the same path (runs.id)
+    ALTER TABLE runs ADD COLUMN folder_suffix TEXT NOT NULL DEFAULT '';  -- '@<first seen>' of a later delivery
+    ALTER TABLE samples ADD COLUMN content TEXT;            -- identity.content_key of its sources (no paths)
+    UPDATE runs SET first_seen = completed_at;
+    UPDATE samples SET content = (
+        SELECT group_concat(v, ',') FROM (
+            SELECT json_extract(j.value, '$[1]') || ':' || json_extract(j.value, '$[2]') || ':'
+                   || json_extract(j.value, '$[3]') AS v
+            FROM objects o, json_each(o.sources) j WHERE o.sample_id = samples.id ORDER BY v
+        )
+    );
+    CREATE INDEX samples_content ON samples(content);
+    CREATE TABLE holds (
+        id          INTEGER PRIMARY KEY,
+        run_id      INTEGER NOT NULL REFERENCES runs(id),
+        client_id   TEXT NOT NULL,
+        sample_id   INTEGER REFERENCES samples(id),   -- the delivered sample it concerns; NULL for a duplicate
+        reason      TEXT NOT NULL CHECK (reason IN ('duplicate', 'grown', 'changed')),
+        problem     TEXT NOT NULL,
+        earlier     TEXT,                             -- the earlier delivery (duplicate): folder/client_id
+        sample_name TEXT NOT NULL,
+        folder      TEXT NOT NULL,                    -- gncv folder the plan had for it
+        project_id  TEXT,
+        metadata    TEXT,
+        reads       TEXT NOT NULL,                    -- JSON {"R1": sources, "R2": sources} as seen
+        content     TEXT NOT NULL,
+        since       REAL NOT NULL,
+        released    REAL,                             -- by `transferd requeue`
+        outcome     TEXT CHECK (outcome IN ('dismissed', 'as-new'))
+    );
+    CREATE UNIQUE INDEX holds_open ON holds(run_id, client_id) WHERE released IS NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

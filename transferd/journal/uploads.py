@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from transferd.discovery.identity import HoldReason, compare, content_key
 from transferd.discovery.models import SourceFile, version_fingerprint
+from transferd.journal.holds import NewHold, Released, free_folder, hold, release, settled
 from transferd.journal.store import log_event, now
 
 if TYPE_CHECKING:
-    from transferd.upload.plan import RunPlan
+    from transferd.upload.plan import RunPlan, SamplePlan
 
 ACTIVE_OBJECT_STATES = ("pending", "uploading", "completing")
 # Sample states after which nothing more happens to it (uploaded is final only without a project).
 FINAL_SAMPLE_STATES = ("assigned", "failed")
+# Samples whose objects are all in S3: a change of their files after this is held, never uploaded over them.
+DELIVERED_SAMPLE_STATES = ("uploaded", "assigning", "assigned")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,8 @@ class RecordResult:
     new_run: bool
     new_samples: int
     failed_samples: int
+    held: tuple[NewHold, ...] = ()  # holds opened (or changed) by this call
+    replaced: int | None = None  # the earlier run at this path, when its path was reused for other files
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,34 +186,116 @@ def _revive_unavailable(conn: sqlite3.Connection, sample_id: int, destinations: 
     return True
 
 
-def record_run(conn: sqlite3.Connection, plan: RunPlan) -> RecordResult:
-    """Record a complete run and its samples; a run or sample already known is left as it is, except a failed
-    one that discovery reports ready again: failed in discovery (no objects), or failed only because its
-    sources were unavailable (SOURCE_UNAVAILABLE: the share or folder was away while it uploaded)."""
+def _recorded_reads(conn: sqlite3.Connection, sample_id: int) -> dict[str, tuple[SourceFile, ...]]:
+    return {
+        o["read"]: decode_sources(o["sources"])
+        for o in conn.execute("SELECT read, sources FROM objects WHERE sample_id = ?", (sample_id,))
+    }
+
+
+def _plan_reads(s: SamplePlan) -> dict[str, tuple[SourceFile, ...]]:
+    return {o.read: o.sources for o in s.objects}
+
+
+def _plan_key(s: SamplePlan) -> str:
+    return content_key(f for o in s.objects for f in o.sources)
+
+
+def _reused(conn: sqlite3.Connection, run_id: int, plan: RunPlan, keys: dict[str, str]) -> bool:
+    """The run's path holds other data now: nothing discovery sees is a file version that was recorded there
+    (a folder deleted and written again, a sequencer reusing a run name), and nothing is being uploaded.
+    Content keys are lists of versions, so no object's sources need decoding (this runs at every rescan)."""
+    recorded = dict(
+        conn.execute("SELECT client_id, content FROM samples WHERE run_id = ? AND content IS NOT NULL", (run_id,))
+    )
+    if all(recorded.get(cid) == key for cid, key in keys.items()):
+        return False  # nothing changed (every rescan of every run that is still on disk): no set building
+    old = {v for content in recorded.values() for v in content.split(",")}
+    new = {v for key in keys.values() if key for v in key.split(",")}
+    if not old or not new or not old.isdisjoint(new):
+        return False
+    active = conn.execute(
+        "SELECT 1 FROM objects o JOIN samples s ON s.id = o.sample_id WHERE s.run_id = ?"
+        " AND o.state IN ('pending', 'uploading', 'completing') LIMIT 1",
+        (run_id,),
+    ).fetchone()
+    return active is None
+
+
+def sample_content(conn: sqlite3.Connection, sample_id: int) -> None:
+    """Make the sample's content key what its objects' sources are (after the engine restarted an object)."""
+    sources = [f for srcs in _recorded_reads(conn, sample_id).values() for f in srcs]
+    conn.execute("UPDATE samples SET content = ? WHERE id = ?", (content_key(sources) if sources else None, sample_id))
+
+
+def record_run(
+    conn: sqlite3.Connection,
+    plan: RunPlan,
+    adopt_project: bool = False,
+    renamed: Callable[[RunPlan, str], RunPlan] | None = None,
+) -> RecordResult:
+    """Record a complete run and its samples. A delivery is known by its content (docs/IDENTITY.md):
+
+    - a known path whose files are all other versions than those recorded is a new delivery (``renamed(plan,
+      folder_suffix)`` re-plans it under a folder no earlier delivery uses); the earlier run row keeps its
+      history, its path suffixed with ``#<its id>``;
+    - a new sample with the same files as a sample of another run is held (duplicate), not uploaded again;
+    - a delivered sample (uploaded, assigning, assigned) whose files grew or changed is held;
+    - anything else already known is left as it is, except a failed sample that discovery reports ready
+      again: failed in discovery (no objects), or failed only because its sources were unavailable
+      (SOURCE_UNAVAILABLE: the share or folder was away while it uploaded).
+
+    ``adopt_project`` (the one-shot upload run again with a project): a sample uploaded earlier without a
+    project takes the plan's project, so the assigner assigns it."""
     t = now()
-    row = conn.execute("SELECT id FROM runs WHERE path = ? AND analysis = ?", (plan.path, plan.analysis)).fetchone()
+    row = conn.execute(
+        "SELECT id, folder_suffix FROM runs WHERE path = ? AND analysis = ?", (plan.path, plan.analysis)
+    ).fetchone()
+    keys = {s.client_id: _plan_key(s) for s in plan.samples if s.objects}
+    replaced: int | None = None
+    suffix = ""
+    if row is not None and renamed is not None and _reused(conn, int(row["id"]), plan, keys):
+        replaced = int(row["id"])
+        conn.execute("UPDATE runs SET path = path || '#' || id WHERE id = ?", (replaced,))
+        folder = plan.samples[0].folder if plan.samples else ""
+        suffix = free_folder(conn, folder, t)[len(folder):]
+        plan = renamed(plan, suffix)
+        row = None
+    elif row is not None and row["folder_suffix"] and renamed is not None:
+        # A later delivery at a reused path: its samples seen ready later go to its folder too, never the first's.
+        plan = renamed(plan, row["folder_suffix"])
     new_run = row is None
     if row is None:
         error = "; ".join(plan.problems) or None
         cur = conn.execute(
-            "INSERT INTO runs (watch, path, analysis, name, layout, state, completed_at, error)"
-            " VALUES (?, ?, ?, ?, ?, 'ready', ?, ?)",
-            (plan.watch, plan.path, plan.analysis, plan.name, plan.layout, plan.completed_at, error),
+            "INSERT INTO runs (watch, path, analysis, name, layout, state, completed_at, error, first_seen,"
+            " folder_suffix) VALUES (?, ?, ?, ?, ?, 'ready', ?, ?, ?, ?)",
+            (plan.watch, plan.path, plan.analysis, plan.name, plan.layout, plan.completed_at, error, t, suffix),
         )
         run_id = int(cur.lastrowid or 0)
         if error:
             log_event(conn, "warning", "discovery", plan.path, f"run {plan.name}: {error}")
+        if replaced is not None:
+            conn.execute("UPDATE runs SET replaced_by = ? WHERE id = ?", (run_id, replaced))
+            # Holds of the earlier delivery (files seen changing while the folder was written again) are moot.
+            conn.execute(
+                "UPDATE holds SET released = ?, outcome = 'dismissed' WHERE run_id = ? AND released IS NULL",
+                (t, replaced),
+            )
+            log_event(conn, "warning", "discovery", plan.path,
+                      f"path reused with other files: a new delivery under {plan.samples[0].folder}")  # fmt: skip
     else:
         run_id = int(row["id"])
     known = {
         r["client_id"]: r
         for r in conn.execute(
-            "SELECT s.id, s.client_id, s.state, (SELECT COUNT(*) FROM objects o WHERE o.sample_id = s.id) AS n"
-            " FROM samples s WHERE s.run_id = ?",
+            "SELECT s.id, s.client_id, s.state, s.project_id, s.content,"
+            " (SELECT COUNT(*) FROM objects o WHERE o.sample_id = s.id) AS n FROM samples s WHERE s.run_id = ?",
             (run_id,),
         )
     }
     new_samples = failed = 0
+    held: list[NewHold] = []
     for s in plan.samples:
         old = known.get(s.client_id)
         if old is not None and old["state"] == "failed" and old["n"] > 0:
@@ -218,7 +306,35 @@ def record_run(conn: sqlite3.Connection, plan: RunPlan) -> RecordResult:
         # fixed) comes back when it is seen ready; anything else already known is left alone.
         revive = old is not None and old["state"] == "failed" and old["n"] == 0
         if old is not None and not revive:
+            if adopt_project and s.project_id and old["state"] == "uploaded" and old["project_id"] is None:
+                conn.execute(
+                    "UPDATE samples SET project_id = ?, metadata = ?, updated = ? WHERE id = ?",
+                    (s.project_id, s.metadata, t, old["id"]),
+                )
+                log_event(conn, "info", "upload", f"{s.folder}/{s.client_id}", f"to be assigned to {s.project_id}")
+            content = keys.get(s.client_id, "")
+            # Unchanged (the common case at every rescan) costs one string comparison.
+            if content and content != old["content"] and old["state"] in DELIVERED_SAMPLE_STATES:
+                change = compare(_recorded_reads(conn, int(old["id"])), _plan_reads(s))
+                if change is not None and not settled(conn, run_id, s.client_id, content):
+                    held.append(_hold(conn, run_id, s, content, change.reason, change.problem, int(old["id"])))
             continue
+        content = keys.get(s.client_id, "")
+        if s.objects and not s.problems:
+            earlier = conn.execute(
+                "SELECT s.folder, s.client_id, r.path FROM samples s JOIN runs r ON r.id = s.run_id"
+                " WHERE s.content = ? AND s.run_id != ? ORDER BY s.id LIMIT 1",
+                (content, run_id),
+            ).fetchone()
+            if earlier is not None:
+                if not settled(conn, run_id, s.client_id, content):
+                    first = f"{earlier['folder']}/{earlier['client_id']}"
+                    problem = (
+                        f"the same files as {first} (run {earlier['path']}), delivered earlier: not uploaded again"
+                        " (renamed or moved folder?); `transferd requeue --as-new` uploads it anyway"
+                    )
+                    held.append(_hold(conn, run_id, s, content, HoldReason.DUPLICATE, problem, None, first))
+                continue
         problems = list(s.problems)
         for o in s.objects:
             other = conn.execute(
@@ -234,14 +350,17 @@ def record_run(conn: sqlite3.Connection, plan: RunPlan) -> RecordResult:
                 conn.execute("UPDATE samples SET error = ?, updated = ? WHERE id = ?", (error[:2000], t, old["id"]))
                 continue
             sample_id = int(old["id"])
-            conn.execute("UPDATE samples SET state = 'pending', error = NULL, updated = ? WHERE id = ?", (t, sample_id))
+            conn.execute(
+                "UPDATE samples SET state = 'pending', error = NULL, content = ?, updated = ? WHERE id = ?",
+                (content, t, sample_id),
+            )
             log_event(conn, "info", "upload", f"{s.folder}/{s.client_id}", "sample is ready now; uploading")
         else:
             cur = conn.execute(
                 "INSERT INTO samples (run_id, client_id, sample_name, folder, project_id, metadata, state, error,"
-                " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created, updated, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, s.client_id, s.sample_name, s.folder, s.project_id, s.metadata,
-                 "failed" if error else "pending", error, t, t),
+                 "failed" if error else "pending", error, t, t, content if s.objects and not error else None),
             )  # fmt: skip
             sample_id = int(cur.lastrowid or 0)
             known[s.client_id] = {"id": sample_id, "state": "x", "n": 1}
@@ -257,7 +376,18 @@ def record_run(conn: sqlite3.Connection, plan: RunPlan) -> RecordResult:
                 (sample_id, o.read, o.destination_path, encode_sources(o.sources), o.size, t),
             )
     refresh_run(conn, run_id)
-    return RecordResult(run_id, new_run, new_samples, failed)
+    return RecordResult(run_id, new_run, new_samples, failed, tuple(held), replaced)
+
+
+def _hold(
+    conn: sqlite3.Connection, run_id: int, s: SamplePlan, content: str, reason: HoldReason, problem: str,
+    sample_id: int | None, earlier: str | None = None,
+) -> NewHold:  # fmt: skip
+    return hold(
+        conn, run_id=run_id, client_id=s.client_id, sample_name=s.sample_name, folder=s.folder,
+        project_id=s.project_id, metadata=s.metadata, reads=_plan_reads(s), content=content, reason=reason,
+        problem=problem, sample_id=sample_id, earlier=earlier,
+    )  # fmt: skip
 
 
 # -- objects --------------------------------------------------------------------------------------------------
@@ -356,6 +486,7 @@ def reset_object(
         " sources = ?, size = ?, attempts = attempts + 1, updated = ? WHERE id = ?",
         (encode_sources(new_sources), sum(s.size for s in new_sources), now(), object_id),
     )
+    sample_content(conn, obj.sample_id)
     log_event(conn, "warning", "upload", obj.destination_path, f"starting the object again: {reason}")
 
 
@@ -410,6 +541,22 @@ class Requeued:
     run: str
     outcome: str  # "uploading" | "assigning" | "skipped: <why>"
     error: str  # what it had failed with
+
+
+def release_holds(
+    conn: sqlite3.Connection,
+    run: str | None,
+    client_id: str | None,
+    as_new: bool,
+    dry_run: bool,
+    destination: Callable[[str, str, str], str],
+) -> list[Released]:
+    """``holds.release``, then the runs it touched are brought up to date."""
+    out = release(conn, run, client_id, as_new, dry_run, destination)
+    if not dry_run:
+        for run_id in {r.run_id for r in out}:
+            refresh_run(conn, run_id)
+    return out
 
 
 def requeue_failed(
@@ -568,6 +715,18 @@ def run_ids_for(conn: sqlite3.Connection, paths: Sequence[tuple[str, str]]) -> l
         if row is not None:
             ids.append(int(row[0]))
     return ids
+
+
+@dataclass(frozen=True, slots=True)
+class RunKey:
+    run_id: int
+    run_path: str
+    analysis: str
+
+
+def runs_by_id(conn: sqlite3.Connection, run_ids: Sequence[int]) -> list[RunKey]:
+    rows = [conn.execute("SELECT id, path, analysis FROM runs WHERE id = ?", (i,)).fetchone() for i in run_ids]
+    return [RunKey(int(r["id"]), r["path"], r["analysis"]) for r in rows if r is not None]
 
 
 def outcomes(conn: sqlite3.Connection, run_ids: Sequence[int]) -> list[SampleOutcome]:

@@ -1,4 +1,4 @@
-"""`transferd status -c CONFIG [--json]`: what the journal says, read-only, safe beside a running daemon.
+"""`transferd status [-c CONFIG | --state FILE] [--json]`: what the journal says, read-only, safe beside the daemon.
 
 It opens the journal without the daemon lock and without writing (SQLite WAL lets it read while the daemon
 writes), so it can be run at any time, by any user that can read the journal.
@@ -21,6 +21,7 @@ from transferd.errors import TransferdError, UsageError
 from transferd.journal import Journal
 from transferd.log import redact
 from transferd.service import views
+from transferd.upload.command import journal_path
 
 JOURNAL_DISK_LOW = 16 * 1024**2  # below this the journal's next writes may fail: say so at the top
 
@@ -33,20 +34,22 @@ class Report:
     runs: list[views.RunRow]
     in_flight: list[views.InFlight]
     errors: list[views.EventRow]
+    held: list[views.HeldRow]  # samples waiting for an operator (transferd requeue)
     journal_disk_free: int | None = None  # bytes free for the journal; near 0 the daemon's work is paused
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", required=True, help="path to the TOML config")
+    p.add_argument("-c", "--config", help="path to the TOML config (the daemon's journal)")
+    p.add_argument("--state", help="journal file instead (default without -c: `transferd upload`'s journal)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--runs", type=int, default=20, metavar="N", help="show the latest N runs (default 20)")
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    with contextlib.suppress(UsageError, OSError):  # know the key to mask it, where this user may read it
-        resolve_api_key(cfg)
-    report = collect(cfg.state.path, runs=args.runs)
+    if args.config:
+        with contextlib.suppress(UsageError, OSError):  # know the key to mask it, where this user may read it
+            resolve_api_key(load_config(args.config))
+    report = collect(journal_path(args.config, args.state), runs=args.runs)
     # Rows are redacted when written; this covers rows from older versions and secrets of other processes.
     print(redact(json.dumps(asdict(report), indent=2) if args.json else render(report)))
     return 0
@@ -64,6 +67,7 @@ def collect(path: Path, runs: int = 20) -> Report:
                 runs=views.recent_runs(conn, runs),
                 in_flight=views.in_flight(conn),
                 errors=views.last_events(conn),
+                held=views.held(conn),
                 journal_disk_free=_free_bytes(path),
             )
 
@@ -123,6 +127,7 @@ def render(r: Report) -> str:
     out.append("")
     out.append(f"runs:            {_states(o.counts['runs'])}")
     out.append(f"samples:         {_states(o.counts['samples'])}")
+    out.append(f"held samples:    {_states(o.held)}" + ("  (see below; `transferd requeue`)" if r.held else ""))
     out.append(f"objects:         {_states(o.counts['objects'])}  (to upload: {_size(o.upload_backlog_bytes)})")
     out.append(f"mirror samples:  {_states(o.counts['mirror_samples'])}")
     out.append(f"mirror files:    {_states(o.counts['downloads'])}  (to download: {_size(o.download_backlog_bytes)})")
@@ -140,6 +145,9 @@ def render(r: Report) -> str:
         )
     if not r.in_flight:
         out.append("  (nothing)")
+    if r.held:
+        out += ["", f"HELD ({len(r.held)}): not uploaded or assigned until `transferd requeue` (--as-new) decides"]
+        out += [f"  {h.sample} [{h.reason}] ({h.run}): {h.problem}" for h in r.held]
     out += ["", f"last errors ({len(r.errors)}):"]
     for e in r.errors:
         subject = f" {e.subject}:" if e.subject else ""

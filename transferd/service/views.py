@@ -8,7 +8,9 @@ before the first row reaches a state and dashboards never show gaps.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from transferd.discovery.identity import HOLD_REASONS
 
 RUN_STATES = ("ready", "uploading", "uploaded", "assigned", "done", "failed")
 SAMPLE_STATES = ("pending", "uploading", "uploaded", "assigning", "assigned", "failed")
@@ -35,6 +37,7 @@ class Overview:
     counts: dict[str, dict[str, int]]  # table -> state -> rows
     upload_backlog_bytes: int
     download_backlog_bytes: int
+    held: dict[str, int] = field(default_factory=dict)  # open holds by reason (every reason, 0 included)
 
 
 def state_counts(conn: sqlite3.Connection, table: str) -> dict[str, int]:
@@ -57,7 +60,43 @@ def overview(conn: sqlite3.Connection) -> Overview:
         """SELECT COALESCE(SUM(MAX(COALESCE(size, 0) - bytes_done, 0)), 0)
            FROM downloads WHERE state IN ('pending', 'partial')"""
     ).fetchone()
-    return Overview(counts, max(int(upload_backlog), 0), int(download_backlog))
+    return Overview(counts, max(int(upload_backlog), 0), int(download_backlog), held_counts(conn))
+
+
+def _has_holds(conn: sqlite3.Connection) -> bool:
+    """A journal not yet migrated to schema 2 (status beside an older daemon) has no holds table."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'holds'").fetchone() is not None
+
+
+def held_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    out = dict.fromkeys(HOLD_REASONS, 0)
+    if _has_holds(conn):
+        for reason, n in conn.execute("SELECT reason, COUNT(*) FROM holds WHERE released IS NULL GROUP BY reason"):
+            out[reason] = n
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRow:
+    """A held sample: nothing more happens to it until `transferd requeue` (docs/IDENTITY.md)."""
+
+    run: str
+    sample: str  # gncv folder/client_id
+    reason: str
+    problem: str
+    since: float
+
+
+def held(conn: sqlite3.Connection, limit: int = 1000) -> list[HeldRow]:
+    """Open holds, newest first: each is something an operator must decide, so all are listed."""
+    if not _has_holds(conn):
+        return []
+    rows = conn.execute(
+        """SELECT r.path, h.folder, h.client_id, h.reason, h.problem, h.since FROM holds h
+           JOIN runs r ON r.id = h.run_id WHERE h.released IS NULL ORDER BY h.id DESC LIMIT ?""",
+        (limit,),
+    ).fetchall()
+    return [HeldRow(r["path"], f"{r['folder']}/{r['client_id']}", r["reason"], r["problem"], r["since"]) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from transferd.config import (
     normalise_destination,
     resolve_api_key,
 )
-from transferd.errors import UsageError
+from transferd.errors import TransferdError, UsageError
 from transferd.log import register_secret, setup_logging
 
 DEFAULT_HOST = "https://api.gencove.com"
@@ -40,6 +40,13 @@ STOP_GRACE = 10.0  # on SIGTERM: in-flight parts may finish within this
 def default_state_path() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "transferd" / "upload.sqlite3"
+
+
+def journal_path(config: str | None, state: str | None) -> Path:
+    """The journal `status` and `requeue` read: --state, else the config's, else the one-shot upload's."""
+    if state:
+        return Path(state).expanduser()
+    return load_config(config).state.path if config else default_state_path()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -149,6 +156,8 @@ async def _upload(cfg: Config, key: str, watch: WatchConfig, runs: list[Any], st
             cfg.gencove.host, key, timeout=cfg.gencove.request_timeout,
             policy=Policy(deadline=cfg.upload.retry_deadline), network=Network.from_config(cfg.network),
         ) as client:  # fmt: skip
+            if watch.project_id:
+                await _check_project(client, watch.project_id)
             pipeline = UploadPipeline(cfg, journal, client, on_progress=bar.advance)
             loop = asyncio.get_running_loop()
             stopping: list[asyncio.Task[None]] = []
@@ -170,6 +179,20 @@ async def _upload(cfg: Config, key: str, watch: WatchConfig, runs: list[Any], st
         await asyncio.to_thread(journal.close)
 
 
+async def _check_project(client: Any, project_id: str) -> None:
+    """Before any byte is sent: a project that does not exist (or is not this key's) is a usage error."""
+    from transferd.retry import ApiError
+
+    try:
+        await client.project(project_id)
+    except ApiError as e:
+        if e.status in (400, 403, 404):
+            raise UsageError(
+                f"project {project_id}: not found for this API key (HTTP {e.status}); nothing was uploaded"
+            ) from None
+        raise TransferdError(f"project {project_id}: could not be checked: {e}; nothing was uploaded") from None
+
+
 def _print_report(report: Any, watch: WatchConfig) -> int:
     from transferd.upload.pipeline import UploadReport
 
@@ -189,8 +212,20 @@ def _print_report(report: Any, watch: WatchConfig) -> int:
         print(f"SKIPPED {line}")
     for line in report.run_problems:
         print(f"PROBLEM {line}")
-    what = "uploaded and assigned" if watch.project_id else "uploaded"
-    summary = f"{len(ok)} of {len(report.samples)} samples {what} to {watch.destination}"
+    for line in report.held:
+        print(f"HELD    {line}")
+    # The closing line counts what the journal says each sample is: never "assigned" for one that is not.
+    if watch.project_id:
+        assigned = [s for s in report.samples if s.state == "assigned" and s.project_id == watch.project_id]
+        summary = (
+            f"{len(assigned)} of {len(report.samples)} samples uploaded and assigned to project {watch.project_id}"
+            f" ({watch.destination})"
+        )
+        elsewhere = [s for s in report.samples if s.state == "assigned" and s.project_id != watch.project_id]
+        if elsewhere:
+            summary += f"; {len(elsewhere)} assigned earlier to another project"
+    else:
+        summary = f"{len(ok)} of {len(report.samples)} samples uploaded to {watch.destination} (no project)"
     if report.ok:
         print(summary)
         return 0
@@ -203,5 +238,7 @@ def _print_report(report: Any, watch: WatchConfig) -> int:
         reasons.append(f"{len(report.incomplete_runs)} incomplete run(s)")
     if report.run_problems:
         reasons.append(f"{len(report.run_problems)} problem(s) in the source")
+    if report.held:
+        reasons.append(f"{len(report.held)} held (see `transferd requeue --help`)")
     print(f"{summary}; " + ", ".join(reasons), file=sys.stderr)
     return 1

@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from transferd.config import Config, WatchConfig
-from transferd.discovery.models import Run
+from transferd.discovery.models import Run, escaped
 from transferd.gencove.client import GencoveClient
 from transferd.journal import Journal
+from transferd.journal import holds as jh
 from transferd.journal import uploads as jq
 from transferd.log import event
 from transferd.network import Network
@@ -43,7 +44,7 @@ from transferd.upload.assign import Assigner
 from transferd.upload.budget import ByteBudget
 from transferd.upload.engine import ObjectEngine, UploadResult
 from transferd.upload.memory import pin_mmap_threshold
-from transferd.upload.plan import RunPlan, plan_run
+from transferd.upload.plan import RunPlan, as_new_delivery, plan_run
 from transferd.upload.s3 import S3Backend
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class UploadReport:
     not_ready: tuple[str, ...]  # "<run>/<client_id>: reasons" of samples not ready (not uploaded)
     incomplete_runs: tuple[str, ...]  # "<run path>: reasons"
     run_problems: tuple[str, ...]
+    held: tuple[str, ...] = ()  # "<folder>/<client_id> [reason]: problem" (docs/IDENTITY.md)
 
     @property
     def ok(self) -> bool:
@@ -71,6 +73,7 @@ class UploadReport:
             and not self.not_ready
             and not self.incomplete_runs
             and not self.run_problems
+            and not self.held
         )
 
 
@@ -114,42 +117,60 @@ class UploadPipeline:
         )  # fmt: skip
 
     # -- public API ---------------------------------------------------------------------------------------------
-    async def submit(self, watch: WatchConfig, runs: list[Run]) -> None:
+    async def submit(self, watch: WatchConfig, runs: list[Run], adopt_project: bool = False) -> None:
         """Record complete runs and their ready samples (samples with problems as `failed`, with the problem
         text); a run or sample already known is not added again. Incomplete runs are ignored for now.
         What is newly recorded as a problem (a run's problems, a failed sample) is logged as a WARNING each."""
         now = time.time()
-        plans: list[RunPlan] = []
         for run in runs:
-            plan = plan_run(
-                run,
-                watch=str(watch.path),
-                destination=watch.destination,
-                project_id=watch.project_id,
-                metadata=watch.metadata,
-                now=now,
-            )
-            if plan is not None:
-                plans.append(plan)
-        for plan in plans:
-            since = time.time()  # samples record_run inserts are created at or after this
-            result = await self.journal.run(jq.record_run, plan)
-            if result.new_run:
-                for problem in plan.problems:
-                    event(log, "upload.run_problem", logging.WARNING, run=plan.path, problem=problem)
-            if result.failed_samples:
-                for client_id, problem in await self.journal.run(jq.failed_since, result.run_id, since):
-                    event(
-                        log, "upload.sample_rejected", logging.WARNING, run=plan.path, client_id=client_id,
-                        problem=problem,
-                    )  # fmt: skip
-            if result.new_run or result.new_samples:
+            try:
+                plan = plan_run(
+                    run,
+                    watch=str(watch.path),
+                    destination=watch.destination,
+                    project_id=watch.project_id,
+                    metadata=watch.metadata,
+                    now=now,
+                )
+                if plan is not None:
+                    await self._submit_plan(plan, adopt_project)
+            except Exception as exc:  # one run we cannot handle must not stop the other runs of its root
+                STATS.error("discovery")
                 event(
-                    log, "upload.run_submitted", run=plan.path, analysis=plan.analysis or None, new=result.new_run,
-                    samples=result.new_samples, failed=result.failed_samples,
+                    log, "upload.run_failed", logging.ERROR, run=escaped(str(run.path)), error=escaped(repr(exc)),
+                    exc_info=exc,
                 )  # fmt: skip
         self._wake.set()
         self._changed.set()
+
+    async def _submit_plan(self, plan: RunPlan, adopt_project: bool) -> None:
+        since = time.time()  # samples record_run inserts are created at or after this
+        result = await self.journal.run(jq.record_run, plan, adopt_project, as_new_delivery)
+        if result.replaced is not None:
+            event(
+                log, "upload.path_reused", logging.WARNING, run=plan.path,
+                folder=plan.samples[0].folder if plan.samples else None,
+                action="new files under a known run path: uploading them as a new delivery",
+            )  # fmt: skip
+        for h in result.held:
+            event(
+                log, "upload.sample_held", logging.WARNING, run=plan.path, sample=f"{h.folder}/{h.client_id}",
+                reason=h.reason, problem=h.problem, action="transferd requeue (--as-new) once decided",
+            )  # fmt: skip
+        if result.new_run:
+            for problem in plan.problems:
+                event(log, "upload.run_problem", logging.WARNING, run=plan.path, problem=problem)
+        if result.failed_samples:
+            for client_id, problem in await self.journal.run(jq.failed_since, result.run_id, since):
+                event(
+                    log, "upload.sample_rejected", logging.WARNING, run=plan.path, client_id=client_id,
+                    problem=problem,
+                )  # fmt: skip
+        if result.new_run or result.new_samples:
+            event(
+                log, "upload.run_submitted", run=plan.path, analysis=plan.analysis or None, new=result.new_run,
+                samples=result.new_samples, failed=result.failed_samples,
+            )  # fmt: skip
 
     async def run(self) -> None:
         """Upload and assign whatever the journal holds, until cancelled or `stop()`."""
@@ -190,9 +211,9 @@ class UploadPipeline:
         """Submit `runs` and work until every sample of them is final (uploaded and, with a project, assigned;
         or failed), or until `stop()`. Work left in the journal by an earlier attempt is finished on the way.
         `on_start` receives the number of bytes left to upload (for a progress bar)."""
-        await self.submit(watch, runs)
+        await self.submit(watch, runs, adopt_project=True)
         complete = [r for r in runs if r.complete]
-        run_ids = await self.journal.run(jq.run_ids_for, [(str(r.path), r.analysis or "") for r in complete])
+        run_ids = await self.journal.run(jq.run_ids_for, [(escaped(str(r.path)), r.analysis or "") for r in complete])
         if on_start is not None:
             on_start(await self.journal.run(jq.remaining_bytes, run_ids))
         if await self.journal.run(jq.unfinished_samples, run_ids) and not self._stop_requested.is_set():
@@ -208,8 +229,16 @@ class UploadPipeline:
         incomplete = tuple(
             f"{r.unit_path}: " + ("; ".join(r.reasons) or "not complete") for r in runs if not r.complete
         )
-        problems = tuple(f"{r.unit_path}: {p}" for r in runs for p in r.problems)
-        return UploadReport(tuple(samples), not_ready, incomplete, problems)
+        problems = tuple(f"{escaped(str(r.unit_path))}: {escaped(p)}" for r in runs for p in r.problems)
+        recorded = {(o.run_path, o.analysis) for o in await self.journal.run(jq.runs_by_id, run_ids)}
+        lost = tuple(
+            f"{escaped(str(r.unit_path))}: could not be recorded; nothing of it was uploaded (see the log)"
+            for r in complete
+            if (escaped(str(r.path)), r.analysis or "") not in recorded
+        )
+        holds = await self.journal.run(jh.open_holds, run_ids)
+        held = tuple(f"{h.folder}/{h.client_id} [{h.reason}]: {h.problem}" for h in holds)
+        return UploadReport(tuple(samples), not_ready, incomplete, problems + lost, held)
 
     # -- the loop -------------------------------------------------------------------------------------------------
     async def _serve(self, until_done: Sequence[int] | None) -> None:

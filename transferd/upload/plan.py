@@ -8,10 +8,10 @@ must hold neither `_` nor `/`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from transferd.discovery.models import Run, Sample, SourceFile
+from transferd.discovery.models import Run, Sample, SourceFile, escaped, is_utf8
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +68,12 @@ def _client_id_problems(client_id: str) -> list[str]:
 
 def plan_sample(sample: Sample, folder: str, project_id: str | None, metadata: Any) -> SamplePlan | None:
     """The plan for a sample, or None while it is merely not ready yet (it will be submitted again)."""
-    problems = list(sample.problems)
+    problems = [escaped(p) for p in sample.problems]  # every text here goes into the journal (UTF-8 only)
     if not sample.ready and (not problems or sample.settling):
         return None
-    problems += _client_id_problems(sample.client_id)
+    problems += [f"{escaped(str(f.path))}: file name is not valid UTF-8; rename the file"
+                 for f in sample.files if not is_utf8(str(f.path))]  # fmt: skip
+    problems += _client_id_problems(escaped(sample.client_id))
     if not sample.r1:
         problems.append("no R1 files")
     objects: list[ObjectPlan] = []
@@ -80,8 +82,8 @@ def plan_sample(sample: Sample, folder: str, project_id: str | None, metadata: A
             if files:
                 objects.append(ObjectPlan(read, destination_path(folder, sample.client_id, read), tuple(files)))
     return SamplePlan(
-        client_id=sample.client_id,
-        sample_name=sample.sample_name,
+        client_id=escaped(sample.client_id),
+        sample_name=escaped(sample.sample_name),
         folder=folder,
         project_id=project_id,
         metadata=json.dumps(metadata) if metadata is not None else None,
@@ -96,15 +98,31 @@ def plan_run(
     """The plan for a complete run (None while it is incomplete)."""
     if not run.complete:
         return None
-    folder = folder_for(destination, run.name, run.analysis)
+    folder = folder_for(destination, escaped(run.name), run.analysis)
     samples = tuple(p for s in run.samples if (p := plan_sample(s, folder, project_id, metadata)) is not None)
+    problems = [escaped(p) for p in run.problems]
+    if not is_utf8(str(run.path)):
+        problems.append(f"{escaped(str(run.path))}: folder name is not valid UTF-8; rename the folder")
+        samples = tuple(replace(s, objects=(), problems=(*s.problems, problems[-1])) for s in samples)
     return RunPlan(
-        watch=watch,
-        path=str(run.path),
+        watch=escaped(watch),
+        path=escaped(str(run.path)),
         analysis=run.analysis or "",
-        name=run.name,
+        name=escaped(run.name),
         layout=run.layout,
         completed_at=now,
         samples=samples,
-        problems=tuple(run.problems),
+        problems=tuple(problems),
     )
+
+
+def as_new_delivery(plan: RunPlan, suffix: str) -> RunPlan:
+    """The plan with every folder (and so every object name) given ``suffix``: a reused run path whose files
+    are new goes to Gencove under a folder that cannot collide with the earlier delivery's (docs/IDENTITY.md)."""
+
+    def moved(s: SamplePlan) -> SamplePlan:
+        folder = s.folder + suffix
+        objects = tuple(replace(o, destination_path=destination_path(folder, s.client_id, o.read)) for o in s.objects)
+        return replace(s, folder=folder, objects=objects)
+
+    return replace(plan, samples=tuple(moved(s) for s in plan.samples))
