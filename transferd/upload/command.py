@@ -51,10 +51,22 @@ def journal_path(config: str | None, state: str | None) -> Path:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="SOURCE", help="a run folder, a folder of run folders, or a *.fastq-map.csv")
-    p.add_argument("--project-id", help="assign the uploaded samples to this Gencove project (starts analysis)")
+    p.add_argument(
+        "dest", metavar="gncv://DEST", nargs="?",
+        help="gncv:// folder to upload into, as with gencove upload (same as --destination)",
+    )  # fmt: skip
+    p.add_argument(
+        "--project-id", "--run-project-id", dest="project_id",
+        help="assign the uploaded samples to this Gencove project (starts analysis); --run-project-id as in gencove",
+    )  # fmt: skip
     p.add_argument("-c", "--config", help="TOML config: API host and key, S3 and [upload] settings, watch rules")
     p.add_argument("--destination", help="gncv:// folder to upload into (default: gncv://<source folder name>)")
-    p.add_argument("--host", help=f"Gencove API host (default: the config's, else {DEFAULT_HOST})")
+    p.add_argument("--host", help=f"Gencove API host (default: the config's, else $GENCOVE_HOST, else {DEFAULT_HOST})")
+    p.add_argument(
+        "--allow-outside-root", action="store_true",
+        help="upload files that resolve outside SOURCE's folder (symlinks, manifest rows pointing elsewhere)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON (one object) instead of text")
     p.add_argument("--s3-endpoint-url", help="S3 endpoint to use instead of AWS (S3-compatible servers, tests)")
     p.add_argument("--state", help=f"journal file; running again resumes from it (default: {default_state_path()})")
     p.add_argument("--metadata", help="JSON sent with the assignment (with --project-id)")
@@ -74,10 +86,13 @@ def _config(args: argparse.Namespace) -> tuple[Config, str]:
         cfg = load_config(args.config)
         key = resolve_api_key(cfg)
     else:
-        cfg = Config(file=Path("(command line)"), gencove=GencoveConfig(host=DEFAULT_HOST))
-        key = os.environ.get(API_KEY_ENV, "").strip()
+        host = os.environ.get("GENCOVE_HOST", "").strip() or DEFAULT_HOST  # as the gencove CLI reads it
+        cfg = Config(file=Path("(command line)"), gencove=GencoveConfig(host=host))
+        key = os.environ.get(API_KEY_ENV, "").strip() or os.environ.get("GENCOVE_API_KEY", "").strip()
         if not key:
-            raise UsageError(f"no API key: set ${API_KEY_ENV} (or use -c CONFIG with gencove.api_key_file)")
+            raise UsageError(
+                f"no API key: set ${API_KEY_ENV} or $GENCOVE_API_KEY (or use -c CONFIG with gencove.api_key_file)"
+            )
         register_secret(key)
     gencove = cfg.gencove
     if args.host:
@@ -90,9 +105,11 @@ def _config(args: argparse.Namespace) -> tuple[Config, str]:
 def _target(args: argparse.Namespace, cfg: Config, source: Path) -> WatchConfig:
     watch = _watch_for(cfg, source)
     folder_name = source.parent.name if source.is_file() else source.name
+    if args.dest and args.destination and args.dest != args.destination:
+        raise UsageError(f"two destinations: {args.dest} and --destination {args.destination}")
     try:
         destination = normalise_destination(
-            args.destination or (watch.destination if watch else f"gncv://{folder_name}")
+            args.dest or args.destination or (watch.destination if watch else f"gncv://{folder_name}")
         )
     except ValueError as e:
         raise UsageError(f"--destination: {e}") from None
@@ -113,11 +130,13 @@ def _target(args: argparse.Namespace, cfg: Config, source: Path) -> WatchConfig:
     return dataclasses.replace(
         base, path=source, destination=destination, project_id=project_id, metadata=metadata,
         completion="quiet", settle_seconds=0.0, quiet_seconds=0.0,
+        allow_outside_root=base.allow_outside_root or args.allow_outside_root,
     )  # fmt: skip
 
 
 # -- the command ------------------------------------------------------------------------------------------------
 def main(args: argparse.Namespace) -> int:
+    from transferd.discovery.confine import SourceGuard
     from transferd.discovery.scanner import scan_paths
 
     cfg, key = _config(args)
@@ -130,6 +149,10 @@ def main(args: argparse.Namespace) -> int:
         runs = scan_paths([source], watch.rules())
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
+    # As in a watch root: files that resolve outside SOURCE's folder (unless allowed) and files that are not FASTQ
+    # are problems of their samples, never uploads.
+    root = source.parent if source.is_file() else source
+    runs = SourceGuard(root, allow_outside_root=watch.allow_outside_root).check(runs)
     if not any(r.samples for r in runs):
         print(f"transferd upload: no FASTQ samples found under {source}", file=sys.stderr)
         for r in runs:
@@ -137,8 +160,8 @@ def main(args: argparse.Namespace) -> int:
                 print(f"  {r.unit_path}: {p}", file=sys.stderr)
         return 1
     state = Path(args.state).expanduser() if args.state else default_state_path()
-    report = eventloop.run(_upload(cfg, key, watch, runs, state, progress=not args.no_progress))
-    return _print_report(report, watch)
+    report = eventloop.run(_upload(cfg, key, watch, runs, state, progress=not args.no_progress and not args.json))
+    return _print_json(report, watch) if args.json else _print_report(report, watch)
 
 
 async def _upload(cfg: Config, key: str, watch: WatchConfig, runs: list[Any], state: Path, progress: bool) -> Any:
@@ -146,15 +169,17 @@ async def _upload(cfg: Config, key: str, watch: WatchConfig, runs: list[Any], st
     from transferd.journal import Journal
     from transferd.network import Network
     from transferd.progress import Progress
-    from transferd.retry import Policy
+    from transferd.retry import ONE_SHOT
     from transferd.upload.pipeline import UploadPipeline
 
     journal = await asyncio.to_thread(Journal.open, state)
     bar = Progress(0, "upload", enabled=None if progress else False)
     try:
+        # A person waits for this command: an unreachable host fails in seconds, naming it (ONE_SHOT).
+        policy = dataclasses.replace(ONE_SHOT, deadline=cfg.upload.retry_deadline)
         async with GencoveClient(
-            cfg.gencove.host, key, timeout=cfg.gencove.request_timeout,
-            policy=Policy(deadline=cfg.upload.retry_deadline), network=Network.from_config(cfg.network),
+            cfg.gencove.host, key, timeout=cfg.gencove.request_timeout, policy=policy,
+            network=Network.from_config(cfg.network),
         ) as client:  # fmt: skip
             if watch.project_id:
                 await _check_project(client, watch.project_id)
@@ -181,16 +206,34 @@ async def _upload(cfg: Config, key: str, watch: WatchConfig, runs: list[Any], st
 
 async def _check_project(client: Any, project_id: str) -> None:
     """Before any byte is sent: a project that does not exist (or is not this key's) is a usage error."""
+    import aiohttp
+
     from transferd.retry import ApiError
 
     try:
         await client.project(project_id)
+    except aiohttp.ClientError as e:  # the host cannot be reached (ONE_SHOT gave up after seconds)
+        raise TransferdError(f"{client.base}: cannot be reached: {e}; nothing was uploaded") from None
     except ApiError as e:
         if e.status in (400, 403, 404):
             raise UsageError(
                 f"project {project_id}: not found for this API key (HTTP {e.status}); nothing was uploaded"
             ) from None
         raise TransferdError(f"project {project_id}: could not be checked: {e}; nothing was uploaded") from None
+
+
+def _print_json(report: Any, watch: WatchConfig) -> int:
+    """`--json`: one object with every sample's outcome (the exit code is the text report's)."""
+    doc = {
+        "ok": bool(report.ok), "destination": watch.destination, "project_id": watch.project_id,
+        "samples": [{"client_id": s.client_id, "folder": s.folder, "state": s.state, "ok": s.ok,
+                     "gencove_sample_id": s.gencove_sample_id, "project_id": s.project_id, "error": s.error}
+                    for s in report.samples],
+        "not_ready": list(report.not_ready), "incomplete_runs": list(report.incomplete_runs),
+        "problems": list(report.run_problems), "held": list(report.held),
+    }  # fmt: skip
+    print(json.dumps(doc, indent=2))
+    return 0 if report.ok else 1
 
 
 def _print_report(report: Any, watch: WatchConfig) -> int:
