@@ -101,3 +101,17 @@ def test_empty_and_unreadable(tmp_path: Path, files) -> None:
     binary = tmp_path / "b.fastq-map.csv"
     binary.write_bytes(b"\xff\xfe\x00bad")
     assert "cannot read manifest" in load_manifest(binary).errors[0]
+
+
+def test_a_line_the_csv_module_refuses_is_a_problem_of_that_line(tmp_path: Path, files) -> None:
+    """A field over the csv module's size limit (a corrupt or hostile manifest) names its line; the scan of the root
+    goes on (it used to escape as `_csv.Error` and fail every scan of the root)."""
+    files.write_fastq(tmp_path / "ok_R1.fastq.gz")
+    files.write_fastq(tmp_path / "ok_R2.fastq.gz")
+    huge = "x" * (200 * 1024)
+    text = f'client_id,r_notation,path\nok,R1,ok_R1.fastq.gz\n"{huge}",R1,a_R1.fastq.gz\nok,R2,ok_R2.fastq.gz\n'
+    path = files.touch(tmp_path / "huge.fastq-map.csv", text)
+    manifest = load_manifest(path)
+    assert [e for e in manifest.errors if e.startswith(f"{path}:3: not a CSV line: field larger than field limit")]
+    runs = scan_paths([tmp_path], DiscoveryRules())
+    assert runs and any("huge.fastq-map.csv:3" in p for r in runs for p in r.problems)

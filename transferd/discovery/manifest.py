@@ -91,7 +91,14 @@ def parse_manifest(
 
     reader = csv.reader(io.StringIO(text))
     header_seen = False
-    for record in reader:
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:  # a field over the csv module's limit, a NUL byte: this line is bad, not the root
+            err(reader.line_num, f"not a CSV line: {e}")
+            continue
         line = reader.line_num
         if not record or all(not cell.strip() for cell in record):
             continue
