@@ -174,7 +174,7 @@ def test_status_reads_the_journal_beside_a_writer(tmp_path: Path, capsys: pytest
     cfg = _config(tmp_path, "")
     with Journal.open(tmp_path / "j.sqlite3") as journal:  # holds the daemon lock, like a running daemon
         journal.call(_fill)
-        rc = status.main(argparse.Namespace(config=str(cfg), json=True, runs=20))
+        rc = status.main(argparse.Namespace(config=str(cfg), state=None, json=True, runs=20))
         assert rc == 0
         doc = json.loads(capsys.readouterr().out)
         assert doc["overview"]["counts"]["samples"]["assigned"] == 1

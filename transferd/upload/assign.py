@@ -44,6 +44,11 @@ CRASH_ENV = "TRANSFERD_CRASH_AT"
 CRASH_AFTER_ASSIGN = "after_assign_request"
 
 FIRST_INTERVAL = 0.5  # seconds between sample-sheet polls, doubling up to MAX_INTERVAL
+# Samples that finish uploading one after another are gathered into one round (one sample-sheet read and one
+# POST for up to ASSIGN_BATCH of them): a round starts once no sample has finished for GATHER_QUIET seconds, and
+# at most GATHER_MAX seconds after the first one. Low-pass runs finish hundreds of small samples in seconds.
+GATHER_QUIET = 0.3
+GATHER_MAX = 2.0
 MAX_INTERVAL = 30.0
 IN_FLIGHT_MARGIN = 15.0  # seconds beyond the request timeout before an unanswered POST counts as over
 
@@ -97,8 +102,10 @@ class Assigner:
         on_change: Callable[[], None] = lambda: None,
         *,
         request_timeout: float = 120.0,
+        gather: tuple[float, float] = (GATHER_QUIET, GATHER_MAX),
     ) -> None:
         self._journal = journal
+        self._gather_quiet, self._gather_max = gather
         self._api = api
         self._deadline = deadline
         self._draining = draining
@@ -127,8 +134,22 @@ class Assigner:
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout)
                 interval = FIRST_INTERVAL
+                await self._gather()
             except TimeoutError:
                 interval = min(interval * 2, MAX_INTERVAL)
+
+    async def _gather(self) -> None:
+        """After a wake: let the samples finishing right after it join the same round (bounded)."""
+        until = time.monotonic() + self._gather_max
+        while not self._draining.is_set():
+            self.wake.clear()
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(self.wake.wait(), min(self._gather_quiet, left))
+            except TimeoutError:
+                return  # quiet: go
 
     async def round(self) -> int:
         """One pass over every candidate; returns how many still wait."""
