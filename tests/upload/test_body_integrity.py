@@ -121,7 +121,8 @@ async def test_a_server_that_stores_aws_chunked_framing_is_noticed_and_puts_fall
             assert s3_sha256(sandbox, up["s3"]["bucket"], up["s3"]["object_name"]) == expected
     assert [r.levelname for r in caplog.records if "upload.s3_no_aws_chunked" in r.getMessage()] == ["WARNING"]
     puts = [e for e in sandbox.control.log(target="s3") if e["operation"] == "PutObject"]
-    assert len(puts) == 5  # one object sent framed (and noticed), then again and the other three: plain
+    # The objects in flight when it was noticed went framed (small ones go together), then each went plain once.
+    assert 5 <= len(puts) <= 8, len(puts)
 
 
 async def test_a_server_that_refuses_aws_chunked_bodies_gets_the_checksum_up_front(
@@ -136,7 +137,7 @@ async def test_a_server_that_refuses_aws_chunked_bodies_gets_the_checksum_up_fro
                                run_dir)  # fmt: skip
     assert report.ok, [(s.client_id, s.state, s.error) for s in report.samples]
     puts = [(e["status"], e["fault"]) for e in sandbox.control.log(target="s3") if e["operation"] == "PutObject"]
-    assert puts == [(501, "status 501 NotImplemented"), (200, None), (200, None)]
+    assert sorted(puts, key=str) == [(200, None), (200, None), (501, "status 501 NotImplemented")]
     assert [r.levelname for r in caplog.records if "upload.s3_no_aws_chunked" in r.getMessage()] == ["WARNING"]
     for read in ("R1", "R2"):
         up = uploads_by_path(sandbox)[f"gncv://seq1/NOCHUNK/A_{read}.fastq.gz"]

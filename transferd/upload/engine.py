@@ -322,10 +322,12 @@ class ObjectEngine:
         assert obj.bucket and obj.key
         head = await s3.head(obj.bucket, obj.key)
         if head is not None and head[0] != obj.size:
-            s3.trailers = False
-            event(log, "upload.s3_no_aws_chunked", logging.WARNING, object=obj.destination_path, stored=head[0],
-                  expected=obj.size, hint="the S3 server stores aws-chunked bodies undecoded; single PUTs now "
-                  "hash their sources first (set s3_checksums = \"when_required\" for such servers)")  # fmt: skip
+            if s3.trailers:  # said once, by the first object that finds out
+                s3.trailers = False
+                event(log, "upload.s3_no_aws_chunked", logging.WARNING, object=obj.destination_path,
+                      stored=head[0], expected=obj.size, hint="the S3 server stores aws-chunked bodies undecoded; "
+                      "single PUTs now hash their sources first (set s3_checksums = \"when_required\" for such "
+                      "servers)")  # fmt: skip
             raise _Restart(f"the S3 server stored {head[0]} bytes for {obj.size}: it does not decode aws-chunked")
 
     async def _send_whole(

@@ -49,6 +49,8 @@ from transferd.upload.s3 import S3Backend
 
 log = logging.getLogger(__name__)
 RESCAN_INTERVAL = 60.0  # the scheduler looks at the journal at least this often, even when not woken
+SMALL_OBJECT = 4 * 1024**2  # up to one single-PUT body chunk
+SMALL_OBJECTS_PER_REQUEST = 4  # small objects in flight per request slot (most wait on a round trip, not a slot)
 
 
 class _Stop(Exception):
@@ -104,6 +106,7 @@ class UploadPipeline:
         self._running = False
         self._active: set[int] = set()  # every object with a task (streaming or finishing)
         self._streaming: set[int] = set()  # objects whose parts are still being read and handed off
+        self._small: set[int] = set()  # active objects of at most SMALL_OBJECT bytes (bounded by requests, bytes)
         self._stack: AsyncExitStack | None = None
         self._s3: S3Backend | None = None
         self._s3_lock = asyncio.Lock()
@@ -269,7 +272,12 @@ class UploadPipeline:
             self._wake.clear()
             # Streaming slots bound reads and part buffers; finishing objects (parts handed off, waiting for
             # acknowledgements, Complete and Head) hold no buffer and are bounded separately.
-            free = min(max_objects - len(self._streaming), 2 * max_objects - len(self._active))
+            # Small objects (a low-pass run's FASTQs) hold one small buffer and one request each: they take no
+            # streaming slot and are bounded by the request semaphore, the byte budget and `small_cap` tasks, so a
+            # run of hundreds of them is not paced by round trips four at a time.
+            small_cap = max(2 * max_objects, SMALL_OBJECTS_PER_REQUEST * self.config.upload.concurrency)
+            free = min(max_objects - len(self._streaming), 2 * max_objects - (len(self._active) - len(self._small)),
+                       small_cap - len(self._active))  # fmt: skip
             if free > 0:
                 for obj in await self.journal.run(jq.next_objects, sorted(self._active), free):
                     self._active.add(obj.id)
@@ -290,6 +298,9 @@ class UploadPipeline:
                 self._streaming.discard(obj.id)
                 self._wake.set()
 
+        if obj.size <= SMALL_OBJECT:
+            self._small.add(obj.id)
+            streamed()  # its slot is free at once: what bounds it is its request and its bytes
         try:
             result: UploadResult = await self.engine.upload(obj, streamed)
             p = result.sample
@@ -304,6 +315,7 @@ class UploadPipeline:
         finally:
             self._active.discard(obj.id)
             self._streaming.discard(obj.id)
+            self._small.discard(obj.id)
             self._wake.set()
             self._changed.set()
 

@@ -43,7 +43,8 @@ class SourcesBody:
         self._size = sum(s.size for s in sources)
         self._budget = budget
         self._on_sent = on_sent
-        self._chunk = max(1, min(chunk, budget.capacity))
+        # A small object's buffer is its own size, not a whole chunk: many small PUTs in flight stay cheap.
+        self._chunk = max(1, min(chunk, budget.capacity, self._size))
         self.trailer = trailer
         self._length = self._size if trailer is None else _framed_length(self._size, self._chunk, trailer)
         self._pos = 0

@@ -366,10 +366,12 @@ class S3Backend:
                 return await self._client.put_object(Body=body, **kwargs)
             except ClientError as e:
                 if body.trailer is not None and (_error_code(e) == "NotImplemented" or _status(e) == 501):
+                    if self.trailers:  # said once, by the first PUT that finds out
+                        event(log, "upload.s3_no_aws_chunked", logging.WARNING, object=f"s3://{bucket}/{key}",
+                              error=_error_code(e), hint="the S3 server refuses aws-chunked bodies; single PUTs "
+                              "now hash their sources first (set s3_checksums = \"when_required\" for such "
+                              "servers)")  # fmt: skip
                     self.trailers = False
-                    event(log, "upload.s3_no_aws_chunked", logging.WARNING, object=f"s3://{bucket}/{key}",
-                          error=_error_code(e), hint="the S3 server refuses aws-chunked bodies; single PUTs now hash "
-                          "their sources first (set s3_checksums = \"when_required\" for such servers)")  # fmt: skip
                     raise TrailersRefused(f"s3://{bucket}/{key}: the S3 server refused an aws-chunked body") from e
                 if body.failed is not None:
                     raise body.failed from None
