@@ -98,7 +98,8 @@ async def test_a_body_that_never_arrives_intact_is_never_recorded_done(sandbox: 
     assert sample.state == "failed" and "BadDigest" in (sample.error or "")
     assert journal_rows(state, "SELECT COUNT(*) FROM objects WHERE state = 'done'") == [(0,)]
     puts = [e for e in sandbox.control.log(target="s3") if e["operation"] == "PutObject"]
-    assert len(puts) >= 2 and all(e["status"] == 400 for e in puts)  # retried as S3 would have it, never stored
+    # Retried as S3 would have it and never stored: refused (400 BadDigest), or cut short on the way (status 0).
+    assert len([e for e in puts if e["status"] == 400]) >= 2 and not [e for e in puts if e["status"] == 200]
     assert not sandbox.control.assignments()
 
 
