@@ -71,3 +71,16 @@ def test_an_unreachable_host_fails_in_seconds_naming_it(tmp_path: Path) -> None:
                    "--state", str(tmp_path / "s.sqlite3"))  # fmt: skip
     assert done.returncode in (1, 2) and time.monotonic() - started < 30, done.stderr
     assert "no-such-host.invalid" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_refused_api_key_fails_at_once_naming_the_host(sandbox: SandboxProcess, tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "RUNK", {"K": 1})
+    env = {**_gencove_env(sandbox), "GENCOVE_API_KEY": "not-the-key"}
+    for cmd in (["upload", str(run_dir), "--run-project-id", sandbox.info.project_id],
+                ["download", str(tmp_path / "d"), "--project-id", sandbox.info.project_id]):  # fmt: skip
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "transferd", *cmd, "--state", str(tmp_path / f"{cmd[0]}.db"),
+                               "--no-progress"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 2 and time.monotonic() - started < 20, done.stderr
+        assert f"{sandbox.info.api_url}: the API key was refused (HTTP 401)" in done.stderr
+    assert uploads_by_path(sandbox) == {}

@@ -202,6 +202,8 @@ class _Run:
                             reports += await self._batch(loop, source, batch)
                             batch = []
             except ApiError as e:
+                if e.status == 401:
+                    raise UsageError(f"{self.cfg.gencove.host}: the API key was refused (HTTP 401)") from None
                 if 400 <= e.status < 500 and not reports:
                     raise TransferdError(f"project {source.id} not found (HTTP {e.status})") from None
                 raise

@@ -215,6 +215,8 @@ async def _check_project(client: Any, project_id: str) -> None:
     except aiohttp.ClientError as e:  # the host cannot be reached (ONE_SHOT gave up after seconds)
         raise TransferdError(f"{client.base}: cannot be reached: {e}; nothing was uploaded") from None
     except ApiError as e:
+        if e.status == 401:
+            raise UsageError(f"{client.base}: the API key was refused (HTTP 401); nothing was uploaded") from None
         if e.status in (400, 403, 404):
             raise UsageError(
                 f"project {project_id}: not found for this API key (HTTP {e.status}); nothing was uploaded"
