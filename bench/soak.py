@@ -91,6 +91,7 @@ FAULT_WEIGHTS = {
     "disk_full": 3,
     "results_away": 2,  # the results share "unmounted": an empty mount point without the marker, then back
     "planted_symlink": 2,  # a symlink out of the share at a client folder or a .part name, removed later
+    "hostile_api": 2,  # a listing whose `next` never advances, or a deliverable whose body never ends
     "graceful_restart": 2,  # SIGTERM mid-work: must exit 0 within the grace, then resume from the journal
     "sighup_reload": 2,  # unchanged, a changed watch (its watcher restarts), or an invalid file (must be rejected)
     "kill_during_assign": 2,  # SIGKILL while the assignment POST is being processed (its answer is lost)
@@ -503,6 +504,13 @@ watchdog = false
                 else:
                     ctl.add_fault(target="download", status=r.choice((500, 503)), times=r.randint(1, 2))
                 kind = f"download_{what}"
+            elif kind == "hostile_api":
+                if r.random() < 0.5:  # the mirror's poll meets a listing that would never end
+                    ctl.add_fault(target="api", endpoint="project-samples", stuck_next=True, times=r.randint(1, 3))
+                    kind = "hostile_listing"
+                else:  # a deliverable that streams past its declared size, forever
+                    ctl.add_fault(target="download", endless=True, times=r.randint(1, 2))
+                    kind = "hostile_endless_body"
             elif kind == "credentials_expiry":
                 ctl.add_fault(credentials_ttl=round(r.uniform(2, 6), 1), times=r.randint(1, 3))
             elif kind == "url_expiry":

@@ -74,3 +74,17 @@ def test_an_unreachable_host_fails_in_seconds_naming_it(tmp_path: Path) -> None:
                            "--no-progress"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 1 and time.monotonic() - started < 30, done.stderr
     assert "no-such-host.invalid" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_listing_whose_next_never_advances_stops_with_a_clear_error(
+    sandbox: SandboxProcess, finished_samples: Seeder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A hostile or broken API (the sandbox's `stuck_next` fault): the listing stops at once, naming it."""
+    monkeypatch.setenv("TRANSFERD_API_KEY", sandbox.info.api_key)
+    finished_samples(1)
+    sandbox.control.add_fault(target="api", endpoint="project-samples", stuck_next=True, times=None)
+    seq = sandbox.control.last_log_seq()
+    assert _run(sandbox, tmp_path, str(tmp_path / "dest"), "--project-id", sandbox.info.project_id) == 1
+    assert "meta.next does not advance" in capsys.readouterr().err
+    assert len(sandbox.control.log(endpoint="project-samples", since=seq)) == 1  # the page is not asked for again

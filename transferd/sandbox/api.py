@@ -98,6 +98,20 @@ def _errors(exc: Invalid) -> Any:
     return exc.errors
 
 
+def _stuck(response: web.StreamResponse, request: web.Request) -> web.StreamResponse:
+    """A listing page whose `meta.next` is the page itself: a client that follows it blindly never ends."""
+    if not isinstance(response, web.Response) or response.status != 200 or response.body is None:
+        return response
+    try:
+        doc = json.loads(bytes(response.body))  # type: ignore[arg-type]
+    except ValueError:
+        return response
+    if not isinstance(doc, dict) or not isinstance(doc.get("meta"), dict):
+        return response
+    doc["meta"]["next"] = str(request.url)
+    return json_response(doc, 200)
+
+
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/api/"):
@@ -119,6 +133,8 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             response = json_response(UNAUTHORIZED, 401)
         else:
             response = await call_json(handler, request)
+            if effect.rule is not None and effect.rule.stuck_next:
+                response = _stuck(response, request)
         status = response.status
         if isinstance(response, web.Response) and response.body is not None:
             sent = len(response.body)  # type: ignore[arg-type]

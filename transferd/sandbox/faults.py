@@ -16,6 +16,7 @@ A rule is a JSON object. Shapes (keys not shown are optional):
     {"target": "download", "corrupt": true, "times": 1}            (+ "file_id" / "file_type")
     {"target": "download", "reset_after_bytes": 1000, "times": 1}
     {"target": "download", "endless": true}                        a body that never ends (no Content-Length)
+    {"target": "api", "endpoint": "project-samples", "stuck_next": true}   a listing whose `next` never advances
     {"credentials_ttl": 5}      upload-credentials expire 5 s after issue
     {"url_ttl": 2}              signed download URLs expire 2 s after issue
     {"target": "deleted_path", "path": "gncv://f/S1_R1.fastq.gz"}  uploads-post-data answers 400
@@ -74,13 +75,19 @@ class FaultRule:
     reset_after_bytes: int | None = None
     corrupt: bool = False
     endless: bool = False
+    stuck_next: bool = False  # api: a listing page whose `meta.next` is the page itself (a broken or hostile API)
     credentials_ttl: float | None = None
     url_ttl: float | None = None
 
     @property
     def has_effect(self) -> bool:
         return (
-            self.status is not None or self.reset or self.corrupt or self.endless or self.reset_after_bytes is not None
+            self.status is not None
+            or self.reset
+            or self.corrupt
+            or self.endless
+            or self.stuck_next
+            or self.reset_after_bytes is not None
         )
 
     def describe(self) -> str:
@@ -94,6 +101,8 @@ class FaultRule:
             return "corrupt"
         if self.endless:
             return "endless"
+        if self.stuck_next:
+            return "stuck next"
         if self.response_latency:
             return f"response latency {self.response_latency}s"
         if self.read_rate:
@@ -154,6 +163,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "response_latency": (int, float),
     "read_rate": (int,),
     "raw_chunked": (bool,),
+    "stuck_next": (bool,),
     "reset": (bool,),
     "reset_after_bytes": (int,),
     "corrupt": (bool,),
