@@ -18,11 +18,17 @@ GAUGE = "transferd_oldest_unfinished_run_age_seconds"
 HOUR = 3600.0
 
 
-def _run(conn: sqlite3.Connection, name: str, state: str, hours_ago: float) -> None:
-    conn.execute(
+def _run(conn: sqlite3.Connection, name: str, state: str, hours_ago: float, samples: int = 1) -> None:
+    run_id = conn.execute(
         "INSERT INTO runs (watch, path, name, layout, state, completed_at) VALUES ('/w', ?, ?, 'bclconvert', ?, ?)",
         (f"/w/{name}", name, state, time.time() - hours_ago * HOUR),
-    )
+    ).lastrowid
+    for i in range(samples):
+        conn.execute(
+            "INSERT INTO samples (run_id, client_id, sample_name, folder, state, created, updated)"
+            " VALUES (?, ?, ?, 'gncv://f', 'uploading', 0, 0)",
+            (run_id, f"{name}-S{i}", f"S{i}"),
+        )
 
 
 def _age(journal: Journal) -> float:
@@ -38,6 +44,7 @@ def test_the_oldest_unfinished_run_sets_the_age(tmp_path: Path) -> None:
         def fill(conn: sqlite3.Connection) -> None:
             _run(conn, "OLD_DONE", "done", 30)  # finished runs never count, however old
             _run(conn, "OLD_FAILED", "failed", 20)  # failed ones are TransferdSamplesFailed's business
+            _run(conn, "NOTHING_TO_UPLOAD", "ready", 10, samples=0)  # no sample rows: its error or a hold says why
             _run(conn, "STUCK", "uploaded", 7)
             _run(conn, "FRESH", "uploading", 1)
 

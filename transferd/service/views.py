@@ -62,7 +62,12 @@ def overview(conn: sqlite3.Connection) -> Overview:
         """SELECT COALESCE(SUM(MAX(COALESCE(size, 0) - bytes_done, 0)), 0)
            FROM downloads WHERE state IN ('pending', 'partial')"""
     ).fetchone()
-    (oldest_run,) = conn.execute("SELECT MIN(completed_at) FROM runs WHERE state NOT IN ('done', 'failed')").fetchone()
+    # Through the samples still at work (the samples_state index: few rows at any time). Runs without sample rows
+    # (only held duplicates, or nothing to upload) are TransferdSamplesHeld's or their error's business.
+    (oldest_run,) = conn.execute(
+        """SELECT MIN(r.completed_at) FROM samples s JOIN runs r ON r.id = s.run_id
+           WHERE s.state IN ('pending', 'uploading', 'uploaded', 'assigning') AND r.state NOT IN ('done', 'failed')"""
+    ).fetchone()
     backlogs = max(int(upload_backlog), 0), int(download_backlog)
     return Overview(counts, *backlogs, held_counts(conn), oldest_unfinished_run_at=oldest_run)
 
