@@ -12,7 +12,16 @@ OTHER_PYTHONS ?= 3.12 3.13
 UVLOOP_PYTHON ?= 3.13
 BYTE_PATH_TESTS := tests/upload tests/mirror tests/sandbox/test_sandbox_checksums.py tests/soak/test_soak_short.py
 
-.PHONY: demo test test-pythons lint bench clean
+# The lowest version of every dependency pyproject.toml allows (constraints/lowest.txt), on $(PYTHON): the tests
+# that exercise each one (S3 uploads and resume, the mirror, the API client and proxies, retries, the watcher,
+# the metrics, the sandbox's checksums and TLS, a real daemon). Kept under ~3 minutes.
+LOWEST_TESTS ?= tests/upload/test_single_put.py tests/upload/test_body_integrity.py tests/upload/test_stream.py \
+	tests/upload/test_pipeline.py::test_expired_token_from_s3_forces_a_refresh_and_the_part_is_retried \
+	tests/mirror/test_mirror_cycle.py tests/core/test_network.py tests/core/test_retry.py \
+	tests/discovery/test_discovery_watcher.py tests/service/test_metrics_contract.py \
+	tests/sandbox/test_sandbox_checksums.py tests/sandbox/test_sandbox_tls.py tests/core/test_dependencies.py
+
+.PHONY: demo test test-pythons test-lowest lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "transferd needs Python >= 3.11, found " + sys.version.split()[0])'
@@ -48,6 +57,17 @@ test-pythons: $(foreach v,$(OTHER_PYTHONS),.venv-$(v)/.installed-stamp)
 	@echo "== Python $(UVLOOP_PYTHON) on uvloop: tests/upload tests/sandbox/test_sandbox_checksums.py"
 	TRANSFERD_EVENT_LOOP=uvloop .venv-$(UVLOOP_PYTHON)/bin/python -m pytest -q -p no:cacheprovider \
 		tests/upload tests/sandbox/test_sandbox_checksums.py
+
+.venv-lowest/.installed-stamp: pyproject.toml constraints/lowest.txt
+	$(PYTHON) -m venv .venv-lowest
+	.venv-lowest/bin/python -m pip install --quiet --upgrade pip
+	.venv-lowest/bin/python -m pip install --quiet -c constraints/lowest.txt -e '.[test]'
+	.venv-lowest/bin/python -m pip check
+	@touch $@
+
+test-lowest: .venv-lowest/.installed-stamp
+	@echo "== lowest dependencies (constraints/lowest.txt): $(LOWEST_TESTS)"
+	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider $(LOWEST_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -100,6 +100,11 @@ def _metrics(port: int) -> dict[str, float]:
 
 def main(args: argparse.Namespace) -> int:
     from transferd.sandbox import SandboxProcess
+    from transferd.sandbox.extra import missing_extra_message
+
+    if (missing := missing_extra_message("demo")) is not None:
+        print(missing, file=sys.stderr)
+        return 2
 
     work = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="transferd-demo-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import platform
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -89,6 +90,8 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("transferd_mirror_files", "gauge", ("state",), "Mirrored deliverable files in the journal by state."),
     MetricDef("transferd_samples_held", "gauge", ("reason",),
               "Samples held until an operator decides (transferd requeue), by reason: duplicate, grown, changed."),
+    MetricDef("transferd_oldest_unfinished_run_age_seconds", "gauge", (),
+              "Seconds since the oldest run not yet done or failed was found complete; 0 when there is none."),
     MetricDef("transferd_watch_root_up", "gauge", ("root",), "1 when a configured watch root is mounted and readable."),
     MetricDef("transferd_download_destination_up", "gauge", ("destination",),
               "1 when the download destination is usable (there, still the mount it was, marker present); "
@@ -217,6 +220,9 @@ class TransferdCollector(Collector):
         yield GaugeMetricFamily("transferd_journal_up", _help("transferd_journal_up"), value=0 if view is None else 1)
         if view is None:
             return
+        name = "transferd_oldest_unfinished_run_age_seconds"
+        since = view.oldest_unfinished_run_at
+        yield GaugeMetricFamily(name, _help(name), value=0.0 if since is None else max(time.time() - since, 0.0))
         fam = GaugeMetricFamily("transferd_backlog_bytes", _help("transferd_backlog_bytes"), labels=["direction"])
         fam.add_metric(["download"], view.download_backlog_bytes)
         fam.add_metric(["upload"], view.upload_backlog_bytes)

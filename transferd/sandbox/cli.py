@@ -12,6 +12,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from transferd.log import event, setup_logging
+from transferd.sandbox.extra import missing_extra_message
 from transferd.sandbox.info import SandboxInfo
 
 if TYPE_CHECKING:
@@ -198,6 +199,9 @@ async def _serve(config: SandboxConfig, as_json: bool, watch_pid: int | None) ->
 
 
 def main(args: argparse.Namespace) -> int:
+    if (missing := missing_extra_message("sandbox")) is not None:
+        print(missing, file=sys.stderr)
+        return 2
     setup_logging(level=str(args.log_level), stream=sys.stderr)
     try:
         return asyncio.run(_serve(config_from_args(args), args.json, args.watch_pid))

@@ -126,6 +126,8 @@ def render(r: Report) -> str:
         out.append(f"journal disk:    FULL ({_size(r.journal_disk_free)} free): work is paused until space returns")
     out.append("")
     out.append(f"runs:            {_states(o.counts['runs'])}")
+    if o.oldest_unfinished_run_at is not None:
+        out.append(f"oldest unfinished run complete since {_when(o.oldest_unfinished_run_at)}")
     out.append(f"samples:         {_states(o.counts['samples'])}")
     out.append(f"held samples:    {_states(o.held)}" + ("  (see below; `transferd requeue`)" if r.held else ""))
     out.append(f"objects:         {_states(o.counts['objects'])}  (to upload: {_size(o.upload_backlog_bytes)})")

@@ -38,6 +38,8 @@ class Overview:
     upload_backlog_bytes: int
     download_backlog_bytes: int
     held: dict[str, int] = field(default_factory=dict)  # open holds by reason (every reason, 0 included)
+    # completed_at of the oldest run not yet done or failed (None: none): a run stuck for hours must page someone
+    oldest_unfinished_run_at: float | None = None
 
 
 def state_counts(conn: sqlite3.Connection, table: str) -> dict[str, int]:
@@ -60,7 +62,14 @@ def overview(conn: sqlite3.Connection) -> Overview:
         """SELECT COALESCE(SUM(MAX(COALESCE(size, 0) - bytes_done, 0)), 0)
            FROM downloads WHERE state IN ('pending', 'partial')"""
     ).fetchone()
-    return Overview(counts, max(int(upload_backlog), 0), int(download_backlog), held_counts(conn))
+    # Through the samples still at work (the samples_state index: few rows at any time). Runs without sample rows
+    # (only held duplicates, or nothing to upload) are TransferdSamplesHeld's or their error's business.
+    (oldest_run,) = conn.execute(
+        """SELECT MIN(r.completed_at) FROM samples s JOIN runs r ON r.id = s.run_id
+           WHERE s.state IN ('pending', 'uploading', 'uploaded', 'assigning') AND r.state NOT IN ('done', 'failed')"""
+    ).fetchone()
+    backlogs = max(int(upload_backlog), 0), int(download_backlog)
+    return Overview(counts, *backlogs, held_counts(conn), oldest_unfinished_run_at=oldest_run)
 
 
 def _has_holds(conn: sqlite3.Connection) -> bool:
