@@ -554,6 +554,13 @@ watchdog = false
                                                   f"-- known bug sigterm-waits-for-scan")  # fmt: skip
                     else:
                         self.daemon.crashes.append(what)
+                        # CI keeps only the soak's output: show what the daemon was doing (its slow-to-cancel
+                        # warnings and the SIGABRT stacks), not just that it hung.
+                        lines = [ln for ln in dump.splitlines()
+                                 if "task_slow_to_cancel" in ln or "threads_left_behind" in ln or "service." in ln]
+                        stacks = dump[dump.find("Fatal Python error"):] if "Fatal Python error" in dump else ""
+                        say(f"{what}; the daemon's log since the SIGTERM:\n" + "\n".join(lines[-30:])
+                            + "\n" + "\n".join(stacks.splitlines()[:120]))  # fmt: skip
                 self.daemon.proc = None
                 self.undo.append((now + r.uniform(0.2, 1.5), "restart", None))
             elif kind == "sighup_reload":

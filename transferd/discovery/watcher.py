@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 from watchdog.events import EVENT_TYPE_CLOSED_NO_WRITE, EVENT_TYPE_OPENED, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -37,39 +36,7 @@ OnRuns = Callable[[Path, list[Run]], Awaitable[None]]
 _IGNORED_EVENTS = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})
 
 
-T = TypeVar("T")
 FAILING_SCANS = 3  # consecutive failed scans after which readiness reports the root
-
-
-async def off_loop(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in a daemon thread of its own.
-
-    Unlike ``asyncio.to_thread`` (a pool whose threads are joined at exit, without a bound), an abandoned call
-    cannot hold up the daemon's exit: a scan stuck in the kernel on a hung network share must not turn a
-    graceful stop into a hang. Scans read files only; an abandoned one leaves nothing half-written."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if done.cancelled():
-            return
-        if error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(result)  # type: ignore[arg-type]
-
-    def work() -> None:
-        try:
-            result, error = fn(*args), None
-        except BaseException as exc:  # handed to the awaiting task
-            result, error = None, exc
-        try:
-            loop.call_soon_threadsafe(settle, result, error)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is waiting any more
-
-    threading.Thread(target=work, name=f"transferd-{getattr(fn, '__name__', 'work')}", daemon=True).start()
-    return await done
 
 
 class _Hints(FileSystemEventHandler):
@@ -254,11 +221,11 @@ class Watcher:
         """One scan of ``root`` and its callback; None if the root is unavailable or the scan failed."""
         state = self._roots[root]
         try:
-            result = await off_loop(self._scan_sync, root, self._clock())
+            result = await asyncio.to_thread(self._scan_sync, root, self._clock())
         except RootUnavailableError as exc:
             self._mark(root, False, exc.reason)
             state.scans += 1
-            await off_loop(self._sync_watches, root, [])
+            await asyncio.to_thread(self._sync_watches, root, [])
             return None
         except Exception as exc:
             state.scans += 1

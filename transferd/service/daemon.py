@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import io
 import logging
 import signal
 import time
@@ -49,6 +50,7 @@ HEALTH_STALE = 10.0
 LOCAL_CHECK_INTERVAL = 2.0  # journal + watch roots
 API_CHECK_OK, API_CHECK_FAILING = 30.0, 5.0
 STATUS_INTERVAL = 5.0
+CANCEL_REPORT = 3.0  # a cancelled task still running after this is logged with its stack (it holds up the stop)
 PROBE_POLICY = Policy(deadline=10.0, max_attempts=1)  # readiness reports; it never retries
 
 
@@ -231,8 +233,17 @@ class Daemon:
     async def _cancel(tasks: list[asyncio.Future[Any]] | list[asyncio.Task[None]]) -> None:
         for t in tasks:
             t.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=CANCEL_REPORT)
+        for t in pending:  # a task that does not end when cancelled holds up the stop: say where it waits
+            stack = io.StringIO()
+            if isinstance(t, asyncio.Task):
+                t.print_stack(limit=12, file=stack)
+            event(log, "service.task_slow_to_cancel", logging.WARNING, task=getattr(t, "get_name", str)(),
+                  seconds=CANCEL_REPORT, stack=stack.getvalue())  # fmt: skip
+        if pending:
+            await asyncio.wait(pending)
 
     # -- components --------------------------------------------------------------------------------------------
     def _start_watcher(self, watch: WatchConfig) -> None:

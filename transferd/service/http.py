@@ -29,6 +29,7 @@ WEBHOOK_PATH = "/webhooks/gencove"
 MAX_CONNECTIONS = 256  # far above Prometheus + probes + webhooks; the systemd unit's LimitNOFILE leaves room
 HEADER_TIMEOUT = 10.0  # seconds for a new connection to send its whole request header
 KEEPALIVE_TIMEOUT = 30.0  # an idle keep-alive connection is closed after this (Prometheus reconnects)
+SHUTDOWN_TIMEOUT = 2.0  # at stop, a request still in progress gets this long (aiohttp waits 60 s by default)
 
 
 def build_app(
@@ -118,7 +119,10 @@ class HttpServer:
         key: str = "metrics.listen",
     ) -> None:
         self._key = key  # the config key that names this listener, for errors
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )  # fmt: skip
         self.host, self.port = host, port
         self._limits = (max_connections, header_timeout)
         self.guard: ConnectionGuard | None = None
