@@ -18,11 +18,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from transferd.errors import ConfigError, ConfigErrors
+from transferd.template_syntax import DEFAULT_TEMPLATE, check_template
 from transferd.units import parse_duration, parse_size
 
 API_KINDS = ("v2", "legacy-projects", "legacy-apps")
-DEFAULT_TEMPLATE = "{client_id}/{gencove_id}/{default_filename}"
-TEMPLATE_TOKENS = ("client_id", "gencove_id", "file_type", "file_extension", "default_filename")
 API_KEY_ENV = "TRANSFERD_API_KEY"
 # Name of the systemd credential (LoadCredential=gencove-api-key:/etc/transferd/api-key).
 API_KEY_CREDENTIAL = "gencove-api-key"
@@ -408,21 +407,6 @@ def _projects(t: _Table) -> tuple[ProjectSource, ...]:
     if len(set(ids)) != len(ids):
         t.fail("projects", "lists the same project twice")
     return tuple(out)
-
-
-def check_template(template: str) -> None:
-    """Raises ValueError naming an unknown token; a template must name files uniquely per sample."""
-    import string
-
-    try:
-        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as e:
-        raise ValueError(f"bad template {template!r}: {e}") from None
-    for name in names:
-        if name not in TEMPLATE_TOKENS:
-            raise ValueError(f"unknown token {{{name}}} in {template!r}; known: {', '.join(TEMPLATE_TOKENS)}")
-    if not {"default_filename", "file_type", "file_extension"} & set(names):
-        raise ValueError(f"template {template!r} must contain {{default_filename}} or {{file_type}}")
 
 
 def _download(t: _Table) -> DownloadConfig:

@@ -55,6 +55,8 @@ def test_minimal_config_resolves_units_paths_and_destination(tmp_path: Path) -> 
         ("[upload]\npart_size = \"1MiB\"\n", "upload.part_size", "at least"),
         ("[upload]\nmax_bytes_in_flight = \"lots\"\n", "upload.max_bytes_in_flight", "size"),
         ("[download]\ntemplate = \"{client}/{default_filename}\"\n", "download.template", "unknown token"),
+        # the daemon would fail every sample with it: one validator for check-config, start and `download`
+        ("[download]\ntemplate = \"../{client_id}/{default_filename}\"\n", "download.template", "'..' path segment"),
         ("[download]\nprojects = [\"p1\"]\n", "download.destination", "required"),
         ("[log]\nformat = \"xml\"\n", "log.format", "one of"),
         ("[metrics]\nlisten = \"localhost\"\n", "metrics.listen", "host:port"),

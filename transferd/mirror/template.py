@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from transferd.config import DEFAULT_TEMPLATE, check_template
+from transferd.template_syntax import DEFAULT_TEMPLATE, check_template
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -56,14 +56,11 @@ class FileNaming:
 
 
 def validate_template(template: str) -> None:
-    """`check_template` plus: no literal `..` segment (values are sanitised; literals must be too)."""
+    """`template_syntax.check_template`, raising TemplateError."""
     try:
         check_template(template)
     except ValueError as e:
         raise TemplateError(str(e)) from None
-    literal = re.sub(r"\{[^{}]*\}", "x", template)
-    if any(seg == ".." for seg in literal.replace("\\", "/").split("/")):
-        raise TemplateError(f"template {template!r} must not contain a '..' path segment")
 
 
 def default_filename(url: str) -> str:
