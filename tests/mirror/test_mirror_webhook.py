@@ -137,3 +137,39 @@ async def test_receiver_answers(journal: Journal) -> None:
         assert (await post(url, legacy + b" ", rotated))[0] == 200
     assert [(p, ids) for p, ids, _ in trigger.calls] == [(None, ["s-legacy"]), ("P", ["s1"])]
     assert STATS.webhooks == {"bad_request": 2, "accepted": 2, "duplicate": 1}
+
+
+async def test_a_burst_of_webhooks_is_a_bounded_number_of_passes(
+    sandbox: SandboxProcess, journal: Journal, mirror_config: Callable[..., Config], project: ProjectSource,
+    finished_samples: Seeder, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Twelve webhooks arriving while the API is slow: at most TRIGGER_PASSES passes run at once (one task each,
+    not one per webhook), later ones are merged, and every sample is mirrored once."""
+    from transferd.mirror.loop import TRIGGER_PASSES
+
+    loop = MirrorLoop(mirror_config(interval=3600), journal, sandbox.info.api_key, policy=FAST)
+    task = asyncio.create_task(loop.run())
+    try:
+        await eventually(lambda: "mirror" in STATS.last_success)  # the first poll ran: polling is now idle
+        samples = await asyncio.to_thread(finished_samples, 12, prefix="B")
+        sandbox.control.add_fault(target="api", endpoint="samples", latency=0.4, times=None)
+        most = 0
+        for s in samples:  # one webhook every 50 ms, each slower to serve than that
+            loop.trigger(project.id, [s["id"]])
+            for _ in range(5):
+                await asyncio.sleep(0.01)
+                most = max(most, sum(t.get_name() == "mirror-trigger" for t in asyncio.all_tasks()))
+        root = tmp_path / "mirror"
+        deadline = time.monotonic() + 60
+        while not all(default_path(root, s, f).exists() for s in samples for f in s["files"]):
+            assert time.monotonic() < deadline, "not every sample was mirrored within 60 s"
+            most = max(most, sum(t.get_name() == "mirror-trigger" for t in asyncio.all_tasks()))
+            await asyncio.sleep(0.05)
+        assert 1 < most <= TRIGGER_PASSES, most
+        assert_mirrored(root, samples)
+        details = sandbox.control.log(endpoint="samples")
+        assert len({e["path"] for e in details}) == 12
+    finally:
+        sandbox.control.clear_faults()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -46,6 +46,7 @@ SKEW = timedelta(minutes=1)
 DESTINATION_CHECK = 5.0  # seconds between probes of the destination while the daemon runs (one stat)
 RESTORE_BATCH = 200
 LIST_BATCH = 500  # listing rows looked up and mirrored together
+TRIGGER_PASSES = 4  # webhook-triggered passes at a time, each with download.concurrency workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,19 +377,39 @@ class MirrorLoop:
         return report
 
     async def _dispatch(self, tg: asyncio.TaskGroup) -> None:
+        """Webhook triggers, at most TRIGGER_PASSES at a time: while they are all busy, new triggers wait and are
+        merged into one pass per project (a burst of webhooks never becomes a burst of tasks)."""
+        slots = asyncio.Semaphore(TRIGGER_PASSES)
         while True:
             await self._triggered.wait()
+            await slots.acquire()
             self._triggered.clear()
             batch, self._pending = self._pending, []
+            merged: dict[str | None, list[str]] = {}
             for project_id, ids in batch:
-                targets = [p for p in self._projects.values() if project_id is None or p.source.id == project_id]
+                targets = self._targets(project_id)
                 if not targets:
                     event(log, "mirror.trigger_ignored", project=project_id, reason="project not configured")
                 elif not ids:
                     for p in targets:
                         p.wake.set()
                 else:
-                    tg.create_task(self._run_trigger(targets, list(ids), project_id is None))
+                    known = merged.setdefault(project_id, [])
+                    known += [i for i in ids if i not in known]
+            if not merged:
+                slots.release()
+                continue
+            tg.create_task(self._run_triggers(merged, slots), name="mirror-trigger")
+
+    def _targets(self, project_id: str | None) -> list[_Project]:
+        return [p for p in self._projects.values() if project_id is None or p.source.id == project_id]
+
+    async def _run_triggers(self, merged: dict[str | None, list[str]], slots: asyncio.Semaphore) -> None:
+        try:
+            for project_id, ids in merged.items():
+                await self._run_trigger(self._targets(project_id), ids, project_id is None)
+        finally:
+            slots.release()
 
     async def _run_trigger(self, targets: list[_Project], ids: list[str], search: bool) -> None:
         try:
