@@ -17,17 +17,10 @@ import time
 from collections import deque
 from typing import TextIO
 
+from transferd.units import format_size
+
 REDRAW_INTERVAL = 0.1
 RATE_WINDOW = 5.0  # seconds of history behind the displayed rate
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
-
-
-def human_bytes(n: float) -> str:
-    for unit in _UNITS:
-        if abs(n) < 1024 or unit == _UNITS[-1]:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def human_duration(seconds: float) -> str:
@@ -106,7 +99,7 @@ class Progress:
             tail = f"in {human_duration(now - self._started)}"
         else:
             tail = f"ETA {human_duration(left / rate)}" if rate > 0 and left else "ETA --:--"
-        text = f"{human_bytes(self.done)} / {human_bytes(self.total)}  {human_bytes(rate)}/s  {tail}"
+        text = f"{format_size(self.done)} / {format_size(self.total)}  {format_size(rate)}/s  {tail}"
         head = f"{self.label} " if self.label else ""
         pct = f"{frac * 100:3.0f}% "
         bar_width = width - len(head) - len(pct) - len(text) - 4

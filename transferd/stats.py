@@ -1,8 +1,9 @@
 """In-process accounting, in the spirit of rclone's `fs/accounting`.
 
 The engines record what happened here; nothing in the engines knows about Prometheus. The collector in
-`transferd.metrics` reads a snapshot of these values at scrape time, and the progress bar and `status` read the
-same numbers, so every view tells one story.
+`transferd.metrics` reads a snapshot of these values at scrape time, and so does the daemon's systemd status
+line. The one-shot progress bar counts its own bytes, and `transferd status` reads the journal (it runs in
+another process), so those two agree with the metrics only as far as the journal and the bytes sent agree.
 
 Labels are bounded by construction: operations, stages, reasons, directions and configured roots, never
 sample or file names.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 
-from transferd.progress import Progress, human_bytes, human_duration
+from transferd.progress import Progress, human_duration
+from transferd.units import format_size
 
 
 class FakeTTY(io.StringIO):
@@ -47,5 +48,5 @@ def test_render_shows_percent_bar_rate_and_eta() -> None:
 
 
 def test_units() -> None:
-    assert human_bytes(512) == "512 B" and human_bytes(1536) == "1.5 KiB" and human_bytes(3 * 1024**4) == "3.0 TiB"
+    assert format_size(512) == "512 B" and format_size(1536) == "1.5 KiB" and format_size(3 * 1024**4) == "3.0 TiB"
     assert human_duration(59) == "0:59" and human_duration(3725) == "1:02:05"

@@ -20,7 +20,6 @@ from transferd.discovery.rules import DiscoveryRules
 
 Requirement = tuple[str, ...]  # alternatives: any one of these paths (relative to the run folder) will do
 
-LAYOUTS = ("novaseqx", "bclconvert", "instrument", "bcl2fastq", "plain", "manifest")
 INSTRUMENT_MARKERS: Requirement = ("CopyComplete.txt", "RTAComplete.txt", "RTAComplete.xml")
 
 

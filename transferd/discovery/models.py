@@ -105,7 +105,3 @@ class Run:
     def unit_path(self) -> Path:
         """The folder the unit's files live in (``Analysis/<n>`` for NovaSeq X)."""
         return self.path / "Analysis" / self.analysis if self.analysis is not None else self.path
-
-    @property
-    def ready_samples(self) -> tuple[Sample, ...]:
-        return tuple(s for s in self.samples if s.ready)

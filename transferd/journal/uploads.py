@@ -22,7 +22,6 @@ from transferd.journal.store import log_event, now
 if TYPE_CHECKING:
     from transferd.upload.plan import RunPlan, SamplePlan
 
-ACTIVE_OBJECT_STATES = ("pending", "uploading", "completing")
 # Sample states after which nothing more happens to it (uploaded is final only without a project).
 FINAL_SAMPLE_STATES = ("assigned", "failed")
 # Samples whose objects are all in S3: a change of their files after this is held, never uploaded over them.

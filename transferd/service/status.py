@@ -21,6 +21,7 @@ from transferd.errors import TransferdError, UsageError
 from transferd.journal import Journal
 from transferd.log import redact
 from transferd.service import views
+from transferd.units import format_size
 from transferd.upload.command import journal_path
 
 JOURNAL_DISK_LOW = 16 * 1024**2  # below this the journal's next writes may fail: say so at the top
@@ -101,14 +102,6 @@ def daemon_pid(path: Path) -> int | None:
 
 
 # -- rendering ----------------------------------------------------------------------------------------------------
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
@@ -123,16 +116,20 @@ def render(r: Report) -> str:
     running = f"daemon running (pid {r.daemon_pid})" if r.daemon_pid else "daemon not running"
     out = [f"journal {r.journal} ({running})"]
     if r.journal_disk_free is not None and r.journal_disk_free < JOURNAL_DISK_LOW:
-        out.append(f"journal disk:    FULL ({_size(r.journal_disk_free)} free): work is paused until space returns")
+        out.append(
+            f"journal disk:    FULL ({format_size(r.journal_disk_free)} free): work is paused until space returns"
+        )
     out.append("")
     out.append(f"runs:            {_states(o.counts['runs'])}")
     if o.oldest_unfinished_run_at is not None:
         out.append(f"oldest unfinished run complete since {_when(o.oldest_unfinished_run_at)}")
     out.append(f"samples:         {_states(o.counts['samples'])}")
     out.append(f"held samples:    {_states(o.held)}" + ("  (see below; `transferd requeue`)" if r.held else ""))
-    out.append(f"objects:         {_states(o.counts['objects'])}  (to upload: {_size(o.upload_backlog_bytes)})")
+    out.append(f"objects:         {_states(o.counts['objects'])}  (to upload: {format_size(o.upload_backlog_bytes)})")
     out.append(f"mirror samples:  {_states(o.counts['mirror_samples'])}")
-    out.append(f"mirror files:    {_states(o.counts['downloads'])}  (to download: {_size(o.download_backlog_bytes)})")
+    out.append(
+        f"mirror files:    {_states(o.counts['downloads'])}  (to download: {format_size(o.download_backlog_bytes)})"
+    )
     out += ["", f"latest runs ({len(r.runs)}):"]
     rows: list[tuple[Any, ...]] = [("run", "state", "samples", "assigned", "complete since", "error")]
     for run in r.runs:
@@ -142,7 +139,7 @@ def render(r: Report) -> str:
     out += ["", f"in flight ({len(r.in_flight)}):"]
     for f in r.in_flight:
         out.append(
-            f"  {f.kind:8} {f.state:10} {_size(f.done_bytes):>10} / {_size(f.total_bytes):<10} {f.what}"
+            f"  {f.kind:8} {f.state:10} {format_size(f.done_bytes):>10} / {format_size(f.total_bytes):<10} {f.what}"
             + (f"  (attempts {f.attempts})" if f.attempts > 1 else "")
         )
     if not r.in_flight:

@@ -5,14 +5,7 @@ from __future__ import annotations
 from transferd.config import Config
 from transferd.service.health import Health
 from transferd.stats import STATS
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+from transferd.units import format_size
 
 
 def summary(cfg: Config, health: Health) -> str:
@@ -26,7 +19,7 @@ def summary(cfg: Config, health: Health) -> str:
     parts = []
     n = in_flight.get("upload", 0)
     if n:
-        parts.append(f"uploading {n} object{'s' * (n != 1)} ({_size(in_bytes.get('upload', 0))} in flight)")
+        parts.append(f"uploading {n} object{'s' * (n != 1)} ({format_size(in_bytes.get('upload', 0))} in flight)")
     else:
         parts.append("idle")
     parts.append(f"{samples.get('assigned', 0)} samples assigned")

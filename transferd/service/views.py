@@ -26,8 +26,6 @@ TABLE_STATES: dict[str, tuple[str, ...]] = {
     "downloads": DOWNLOAD_STATES,
     "mirror_samples": MIRROR_SAMPLE_STATES,
 }
-UNFINISHED_OBJECT = ("pending", "uploading", "completing")
-UNFINISHED_DOWNLOAD = ("pending", "partial")
 
 
 @dataclass(frozen=True, slots=True)
