@@ -35,6 +35,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check transferd tests bench
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest

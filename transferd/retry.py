@@ -24,6 +24,7 @@ from tenacity import (
     stop_after_delay,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
 from transferd.log import event, redact
 from transferd.stats import STATS
@@ -161,18 +162,19 @@ def retrying(
             if asyncio.iscoroutine(res):
                 await res
 
-    def stop_unreachable(state: RetryCallState) -> bool:
-        exc = state.outcome.exception() if state.outcome else None
-        return (
-            policy.unreachable_deadline is not None
-            and exc is not None
-            and unreachable(exc)
-            and (state.seconds_since_start or 0.0) >= policy.unreachable_deadline
-        )
+    class stop_unreachable(stop_base):
+        def __call__(self, state: RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            return (
+                policy.unreachable_deadline is not None
+                and exc is not None
+                and unreachable(exc)
+                and (state.seconds_since_start or 0.0) >= policy.unreachable_deadline
+            )
 
     return AsyncRetrying(
         retry=retry_if_exception(retry_if or (lambda e: classify(e) is not None)),
-        stop=stop_after_delay(policy.deadline) | stop_after_attempt(policy.max_attempts) | stop_unreachable,
+        stop=stop_after_delay(policy.deadline) | stop_after_attempt(policy.max_attempts) | stop_unreachable(),
         wait=_wait(policy),
         reraise=True,
         before_sleep=before_sleep,

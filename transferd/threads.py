@@ -40,7 +40,7 @@ class DaemonPool(ThreadPoolExecutor):
         self._queue = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)  # released by a worker each time it finishes a call
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._workers_started: list[threading.Thread] = []
         self._closed = False
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
@@ -49,10 +49,10 @@ class DaemonPool(ThreadPoolExecutor):
             if self._closed:
                 raise RuntimeError("cannot schedule new calls after shutdown")
             self._queue.put((future, fn, args, kwargs))
-            if not self._idle.acquire(blocking=False) and len(self._threads) < self._workers:
-                t = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
+            if not self._idle.acquire(blocking=False) and len(self._workers_started) < self._workers:
+                t = threading.Thread(target=self._work, name=f"{self._name}-{len(self._workers_started)}", daemon=True)
                 t.start()
-                self._threads.append(t)
+                self._workers_started.append(t)
         return future
 
     def _work(self) -> None:
@@ -71,7 +71,7 @@ class DaemonPool(ThreadPoolExecutor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             self._closed = True
-            threads = list(self._threads)
+            threads = list(self._workers_started)
         if cancel_futures:
             while True:
                 try:
@@ -90,4 +90,4 @@ class DaemonPool(ThreadPoolExecutor):
     def stuck(self) -> list[str]:
         """Names of the threads still running a call (after a shutdown: the ones left behind)."""
         with self._lock:
-            return [t.name for t in self._threads if t.is_alive()]
+            return [t.name for t in self._workers_started if t.is_alive()]

@@ -166,7 +166,8 @@ class LegacyClient:
                         doc = raw.decode(errors="replace")[:500]
                 if resp.status >= 400:
                     retry_after = resp.headers.get("Retry-After")
-                    raise ApiError(resp.status, operation, doc, float(retry_after) if _number(retry_after) else None)
+                    wait = float(retry_after) if retry_after is not None and _number(retry_after) else None
+                    raise ApiError(resp.status, operation, doc, wait)
                 return doc
         finally:
             STATS.observe_api(operation, time.monotonic() - started, outcome)

@@ -206,7 +206,8 @@ class MirrorLoop:
             paused = next((r.error for r in reports if r.state == "paused"), None)
             # A watermark set from the future (before SKEW existed) is pulled back to the ceiling.
             moved = mark is None or (newest is not None and newest > _aware(parse_time(mark)))
-            if paused is None and newest is not None and (moved or _aware(parse_time(mark)) > ceiling):
+            ahead = mark is not None and _aware(parse_time(mark)) > ceiling
+            if paused is None and newest is not None and (moved or ahead):
                 mark = _iso(newest)
                 await self.journal.run(jd.set_watermark, source, mark)
         report = CycleReport(project.id, source, len(seen), tuple(reports), mark, paused=paused)

@@ -22,7 +22,7 @@ return it from `make_platform` for its `ProjectSource.api` value.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,7 +117,7 @@ class Platform(Protocol):
     project_id: str
     capabilities: Capabilities
 
-    def changed_since(self, since: datetime | None) -> AsyncIterator[SampleSummary]: ...
+    def changed_since(self, since: datetime | None) -> AsyncGenerator[SampleSummary, None]: ...
 
     async def sample(self, sample_id: str) -> SampleDetail: ...
 
@@ -161,7 +161,7 @@ class V2Platform:
             self._client = client
         return self._client
 
-    async def changed_since(self, since: datetime | None) -> AsyncIterator[SampleSummary]:
+    async def changed_since(self, since: datetime | None) -> AsyncGenerator[SampleSummary, None]:
         api = await self._api()
         pages = api.project_samples(self.project_id, sort_by="modified", sort_order="desc")
         # aclosing: leaving the loop early must stop the paging generator now, not at garbage collection.

@@ -117,9 +117,12 @@ def parse_events(doc: Any) -> list[WebhookEvent]:
         samples = payload.get("samples") or []
         if not isinstance(samples, list):
             raise ValueError(f"event {i}: payload.samples is not a list")
-        ids = [s.get("id") if isinstance(s, dict) else s for s in samples]
-        if not all(isinstance(x, str) and x for x in ids):
-            raise ValueError(f"event {i}: a sample without an id")
+        ids: list[str] = []
+        for s in samples:
+            sid = s.get("id") if isinstance(s, dict) else s
+            if not isinstance(sid, str) or not sid:
+                raise ValueError(f"event {i}: a sample without an id")
+            ids.append(sid)
         if not ids and legacy and legacy.startswith("analysis_complete"):
             ids = [str(item["object_id"])]  # legacy analysis events name the sample as their object
         events.append(WebhookEvent(key, event_type, str(project_id) if project_id else None, tuple(ids)))
@@ -163,18 +166,18 @@ class WebhookReceiver:
             STATS.webhook("bad_request")
             event(log, "webhook.bad_request", logging.WARNING, error=str(e)[:200])
             return web.json_response({"detail": str(e)[:200]}, status=400)
-        fresh = set(await self._journal.run(jd.remember_events, [e.key for e in events]))
+        fresh = set(await self._journal.run(jd.remember_events, [ev.key for ev in events]))
         new = []
-        for e in events:
-            if e.key in fresh:  # first occurrence only, also within one delivery
-                fresh.discard(e.key)
-                new.append(e)
-        for e in new:
-            if e.sample_ids:
-                self._trigger(e.project_id, list(e.sample_ids))
+        for ev in events:
+            if ev.key in fresh:  # first occurrence only, also within one delivery
+                fresh.discard(ev.key)
+                new.append(ev)
+        for ev in new:
+            if ev.sample_ids:
+                self._trigger(ev.project_id, list(ev.sample_ids))
         STATS.webhook("accepted" if new else "duplicate")
         event(
             log, "webhook.received", events=len(events), new=len(new),
-            samples=sum(len(e.sample_ids) for e in new), types=sorted({e.event_type for e in new}),
+            samples=sum(len(ev.sample_ids) for ev in new), types=sorted({ev.event_type for ev in new}),
         )  # fmt: skip
         return web.json_response({"accepted": len(new), "duplicates": len(events) - len(new)})

@@ -153,9 +153,9 @@ async def serve_download(request: web.Request, hub: Sandbox) -> web.StreamRespon
         wanted = parse_range(range_header, sample_file.size)
         if wanted == "unsatisfiable":
             status = 416
-            response = error_response(416, "InvalidRange", "The requested range is not satisfiable", request.path)
-            response.headers["Content-Range"] = f"bytes */{sample_file.size}"
-            return response
+            refused = error_response(416, "InvalidRange", "The requested range is not satisfiable", request.path)
+            refused.headers["Content-Range"] = f"bytes */{sample_file.size}"
+            return refused
         assert not isinstance(wanted, str)
         response, sent = await _stream(request, hub, sample_file, wanted, query, effect)
         status = response.status

@@ -192,7 +192,9 @@ def parse_rule(raw: Mapping[str, object]) -> FaultRule:
             raise FaultError(f"fault key {key!r} must be {types[0].__name__}, got {value!r}")
         if not isinstance(value, types):
             raise FaultError(f"fault key {key!r} must be {types[0].__name__}, got {value!r}")
-        values[key] = float(value) if float in types and not isinstance(value, bool) else value
+        values[key] = (
+            float(value) if float in types and isinstance(value, int | float) and not isinstance(value, bool) else value
+        )
     target = raw.get("target")
     if target is None:
         target = "credentials" if "credentials_ttl" in values else "url" if "url_ttl" in values else None

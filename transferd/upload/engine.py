@@ -211,7 +211,7 @@ class ObjectEngine:
             upload_id = await s3.create(obj.bucket, obj.key)
             await self._journal.run(jq.start_multipart, obj.id, upload_id, part_size)
             obj = await self._journal.run(jq.get_object, obj.id)
-        assert obj.s3_upload_id and obj.part_size
+        assert obj.s3_upload_id and obj.part_size and obj.bucket and obj.key
         plan = plan_parts(obj.size, obj.part_size)
         progress.parts_total = len(plan)
         # S3 is the truth for which parts exist; journal rows S3 does not have are dropped (resent below).

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -102,7 +102,7 @@ class LegacyPlatform:
         return self._client
 
     # -- listing ---------------------------------------------------------------------------------------------
-    async def changed_since(self, since: datetime | None) -> AsyncIterator[SampleSummary]:
+    async def changed_since(self, since: datetime | None) -> AsyncGenerator[SampleSummary, None]:
         """Every participating sample (`since` cannot narrow a legacy listing; see the module doc for the cost)."""
         api = await self._api()
         rows = [r for r in await api.members(self.gen, self.project_id)
@@ -253,9 +253,11 @@ def _date(value: Any) -> datetime | None:
             return None
     if isinstance(value, dict) and "year" in value:
         try:
-            parts = [int(value.get(k, d)) for k, d in (("year", 1), ("month", 1), ("day", 1), ("hour", 0),
-                                                        ("minute", 0), ("second", 0))]  # fmt: skip
-            return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+            year, month, day, hour, minute, second = (
+                int(value.get(k, default)) for k, default in (("year", 1), ("month", 1), ("day", 1),
+                                                              ("hour", 0), ("minute", 0), ("second", 0))
+            )  # fmt: skip
+            return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
         except (TypeError, ValueError):
             return None
     return None
