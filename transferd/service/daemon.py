@@ -222,8 +222,9 @@ class Daemon:
         self._mirror = None
         # 2. In-flight parts get the grace; then the pipeline is cancelled and the journal holds the rest.
         # The pipeline cancels its own leftovers at the grace; our timeout is only a backstop.
-        drain = asyncio.ensure_future(self._pipeline.stop(grace))
-        hurry = asyncio.ensure_future(self._hurry.wait())
+        assert self._tg is not None  # inside the task tree, like every task the daemon starts
+        drain = self._tg.create_task(self._pipeline.stop(grace), name="drain")
+        hurry = self._tg.create_task(self._hurry.wait(), name="hurry")
         await asyncio.wait({drain, hurry}, timeout=grace + 2, return_when=asyncio.FIRST_COMPLETED)
         await self._cancel([drain, hurry, *([self._upload] if self._upload else [])])
         await self._cancel(self._helpers)
